@@ -1,0 +1,158 @@
+"""The IV-tuning backbone: a frozen Swin that receives infrared prompts (paper Fig. 4, eq. 1).
+
+RGB patch tokens plus the MP-alpha prompt P^0 enter the frozen Swin. In every
+block that carries an MP-beta, the same MP-beta (shared weights) runs after the
+attention residual and after the FFN residual:
+
+    x = x + Attn(LN(x));  x = x + MP-beta(x, p)
+    x = x + FFN(LN(x));   x = x + MP-beta(x, p)
+
+where p is the stage prompt: P^0 in stage 0, carried into later stages by the
+frozen PatchMerging. Since both calls of a block read the same p, the infrared
+term s4(M_P) is computed once per block, and for all blocks of a stage at once
+(`batched_prompt_terms`); the result is identical to the literal formulation.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import BackboneConfig, ModelConfig, PrompterConfig
+from .prompter import PrompterAlpha, PrompterBeta, batched_prompt_terms
+from .swin import build_swin, swin_stages, window_attention
+from .weights import load_swin_checkpoint
+
+
+class BackboneOutput(NamedTuple):
+    """features: four maps (B, C_s, H/4/2^s, W/4/2^s); ir_used: False in RGB-only mode."""
+
+    features: list[Tensor]
+    ir_used: bool
+
+
+class IRPatchEmbed(nn.Module):
+    """tau_ir: the infrared patch embedding, shaped like the RGB one (conv + LN)."""
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, ir: Tensor) -> Tensor:
+        """(B, in_channels, H, W) -> tokens (B, H/p, W/p, C)."""
+        return self.norm(self.proj(ir).permute(0, 2, 3, 1))
+
+
+class IVTuningBackbone(nn.Module):
+    """Frozen torchvision Swin + trainable IR embedding and Modality-aware Prompter.
+
+    Submodules: ``swin`` (frozen, torchvision layout), ``ir_patch_embed``,
+    ``mp_alpha``, ``mp_beta[stage][block]`` (the paper's #TP), and
+    ``out_norms`` (per-stage LayerNorms on the outputs; they belong to the
+    task neck and are trained with the heads, not counted in #TP).
+    """
+
+    def __init__(self, config: BackboneConfig, prompter: PrompterConfig) -> None:
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.ir_in_channels = prompter.ir_in_channels
+        self.swin = build_swin(config)
+        dims = config.stage_dims
+        self.ir_patch_embed = IRPatchEmbed(prompter.ir_in_channels, dims[0], config.patch_size)
+        self.mp_alpha = PrompterAlpha(dims[0], prompter.alpha_hidden, prompter.split_ratio)
+        remaining = sum(config.depths) if prompter.beta_blocks is None else prompter.beta_blocks
+        self.mp_beta = nn.ModuleList()
+        for dim, depth in zip(dims, config.depths, strict=True):
+            count = max(0, min(depth, remaining))
+            remaining -= count
+            self.mp_beta.append(nn.ModuleList(
+                PrompterBeta(dim, prompter.beta_hidden, prompter.split_ratio)
+                for _ in range(count)
+            ))
+        self.out_norms = nn.ModuleList(nn.LayerNorm(dim) for dim in dims)
+
+    def train(self, mode: bool = True) -> IVTuningBackbone:
+        """Train the prompter; the frozen Swin always stays in eval mode."""
+        super().train(mode)
+        self.swin.eval()
+        return self
+
+    def forward(self, rgb: Tensor, ir: Tensor | None = None) -> BackboneOutput:
+        """Four stage feature maps from an RGB image and an optional registered IR image.
+
+        Args:
+            rgb: normalised RGB (B, 3, H, W), any H and W.
+            ir: normalised IR (B, ir_in_channels, H, W) in RGB geometry, or None
+                for RGB-only inference (the paper's VIS-only variant).
+        """
+        self._check_inputs(rgb, ir)
+        rgb = self._pad_to_patches(rgb)
+        z_vis = self.swin.features[0](rgb)
+        z_ir = self.ir_patch_embed(self._pad_to_patches(ir)) if ir is not None else None
+        prompt = self.mp_alpha(z_vis, z_ir)  # P^0, eq. 6
+        x = z_vis + prompt  # eq. 1 input
+        features = []
+        for (merge, blocks), betas, out_norm in zip(
+            swin_stages(self.swin), self.mp_beta, self.out_norms, strict=True
+        ):
+            if merge is not None:
+                x = merge(x)
+                prompt = merge(prompt) if len(betas) else None
+            terms = batched_prompt_terms(list(betas), prompt) if len(betas) else ()
+            for index, block in enumerate(blocks):
+                if index < len(betas):
+                    x = _prompted_block(block, x, betas[index], terms[index])
+                else:
+                    x = _prompted_block(block, x, None, None)
+            features.append(out_norm(x).permute(0, 3, 1, 2))
+        return BackboneOutput(features, ir is not None)
+
+    def _check_inputs(self, rgb: Tensor, ir: Tensor | None) -> None:
+        if rgb.dim() != 4 or rgb.shape[1] != 3:
+            raise ValueError(f"rgb must be (B, 3, H, W), got {tuple(rgb.shape)}")
+        if ir is None:
+            return
+        if ir.dim() != 4 or ir.shape[1] != self.ir_in_channels:
+            raise ValueError(
+                f"ir must be (B, {self.ir_in_channels}, H, W) for this model "
+                f"(prompter.ir_in_channels={self.ir_in_channels}), got {tuple(ir.shape)}"
+            )
+        if ir.shape[0] != rgb.shape[0] or ir.shape[2:] != rgb.shape[2:]:
+            raise ValueError(
+                f"ir {tuple(ir.shape)} must match rgb {tuple(rgb.shape)} in batch and size: "
+                "register IR onto the RGB image first"
+            )
+
+    def _pad_to_patches(self, image: Tensor) -> Tensor:
+        """Pad right/bottom to whole patches, as detection backbones do."""
+        p = self.patch_size
+        return F.pad(image, (0, -image.shape[3] % p, 0, -image.shape[2] % p))
+
+
+def _prompted_block(
+    block: nn.Module, x: Tensor, beta: PrompterBeta | None, prompt_term: Tensor | None
+) -> Tensor:
+    """One Swin block (torchvision modules, re-composed) with MP-beta after each residual."""
+    x = x + window_attention(block.norm1(x), block.attn)
+    if beta is not None:
+        x = x + beta.visible_term(x) + prompt_term
+    x = x + block.mlp(block.norm2(x))
+    if beta is not None:
+        x = x + beta.visible_term(x) + prompt_term
+    return x
+
+
+def build_backbone(config: ModelConfig | BackboneConfig, prompter: PrompterConfig | None = None,
+                   *, load_weights: bool = True) -> IVTuningBackbone:
+    """Build the IV-tuning backbone and load ``backbone.weights`` if the config names any.
+
+    Accepts a whole `ModelConfig`, or a `BackboneConfig` with a `PrompterConfig`.
+    """
+    if isinstance(config, ModelConfig):
+        config, prompter = config.backbone, config.prompter
+    backbone = IVTuningBackbone(config, prompter or PrompterConfig())
+    if load_weights and config.weights:
+        load_swin_checkpoint(backbone, config.weights)
+    return backbone

@@ -1,0 +1,44 @@
+"""Parameter accounting: frozen backbone, the paper's #TP, and per-module counts."""
+from __future__ import annotations
+
+from torch import nn
+
+from .backbone import IVTuningBackbone
+from .swin import swin_stages
+
+
+def count(module: nn.Module) -> int:
+    """Number of parameters in a module."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def parameter_summary(backbone: IVTuningBackbone) -> dict:
+    """Parameter counts of an IV-tuning backbone.
+
+    Returns a dict with ``backbone_frozen_params`` (the torchvision Swin),
+    ``backbone_trainable_params`` (IR embedding + prompter: the paper's #TP),
+    ``mp_alpha_params``, ``neck_norm_params`` (per-stage output norms, trained
+    with the heads) and ``modules``: rows of {name, params, trainable}.
+    """
+    rows = [{"name": "swin.patch_embed", "params": count(backbone.swin.features[0]),
+             "trainable": False}]
+    for stage, (merge, blocks) in enumerate(swin_stages(backbone.swin)):
+        if merge is not None:
+            rows.append({"name": f"swin.patch_merging{stage - 1}", "params": count(merge),
+                         "trainable": False})
+        rows.append({"name": f"swin.stage{stage} ({len(blocks)} blocks)",
+                     "params": count(blocks), "trainable": False})
+    rows.append({"name": "ir_patch_embed", "params": count(backbone.ir_patch_embed),
+                 "trainable": True})
+    rows.append({"name": "mp_alpha", "params": count(backbone.mp_alpha), "trainable": True})
+    for stage, betas in enumerate(backbone.mp_beta):
+        rows.append({"name": f"mp_beta.stage{stage} ({len(betas)} blocks)",
+                     "params": count(betas), "trainable": True})
+    trainable = count(backbone.ir_patch_embed) + count(backbone.mp_alpha) + count(backbone.mp_beta)
+    return {
+        "backbone_frozen_params": count(backbone.swin),
+        "backbone_trainable_params": trainable,
+        "mp_alpha_params": count(backbone.mp_alpha),
+        "neck_norm_params": count(backbone.out_norms),
+        "modules": rows,
+    }

@@ -1,0 +1,32 @@
+"""ament_python package setup; also the pip (editable) install used by the Makefile."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "ivtuning_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*")),
+        (f"share/{PACKAGE}/models", glob("models/*.yaml") + glob("models/*.md")),
+    ],
+    python_requires=">=3.10",
+    install_requires=["numpy", "pyyaml", "torch", "torchvision", "tqdm"],
+    extras_require={"test": ["pytest", "ruff"]},
+    zip_safe=True,
+    maintainer="ivtuning_ros developers",
+    maintainer_email="ivtuning-ros@users.noreply.github.com",
+    description="IV-tuning RGB-infrared detection and segmentation node for ROS 2",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "ivtuning = ivtuning_ros.cli:main",
+        ],
+    },
+)
