@@ -179,7 +179,8 @@ def load_swin_state(backbone: nn.Module, state: StateDict) -> None:
     Raises `WeightsError` naming every missing or unexpected key.
     """
     expected = {k for k in backbone.swin.state_dict() if not _IGNORED.match(k)}
-    swin_state = {k: v for k, v in state.items() if k.startswith("features.")}
+    swin_state = {k: v for k, v in state.items()
+                  if k.startswith("features.") and not _IGNORED.match(k)}
     norm_state = {k: v for k, v in state.items() if k.startswith("out_norms.")}
     unexpected = sorted(k for k in state if k not in swin_state and k not in norm_state
                         and not _IGNORED.match(k))

@@ -1,0 +1,169 @@
+"""The IV-tuning backbone: shapes, frozen parts, the zero-init identity, RGB-only mode,
+and the exact equality of the fast prompt path with the paper's literal eq. 1."""
+import pytest
+import torch
+
+from ivtuning_ros.model import build_backbone, load_config
+from ivtuning_ros.model.prompter import batched_prompt_terms
+from ivtuning_ros.model.swin import swin_stages, window_attention
+from ivtuning_ros.model.weights import ir_embed_to_mono
+
+from .conftest import MODELS, randomize_trainable
+
+
+def images(height, width, batch=1, ir_channels=1, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    rgb = torch.randn(batch, 3, height, width, generator=generator)
+    ir = torch.randn(batch, ir_channels, height, width, generator=generator)
+    return rgb, ir
+
+
+def literal_forward(backbone, rgb, ir):
+    """Paper eq. 1 written out: each MP-beta called twice per block, IR term recomputed."""
+    z_vis = backbone.swin.features[0](rgb)
+    z_ir = backbone.ir_patch_embed(ir) if ir is not None else None
+    prompt = backbone.mp_alpha(z_vis, z_ir)
+    x = z_vis + prompt
+    features = []
+    for stage, (merge, blocks) in enumerate(swin_stages(backbone.swin)):
+        if merge is not None:
+            x, prompt = merge(x), merge(prompt)
+        betas = backbone.mp_beta[stage]
+        for index, block in enumerate(blocks):
+            x = x + window_attention(block.norm1(x), block.attn)
+            if index < len(betas):
+                x = x + betas[index](x, prompt)
+            x = x + block.mlp(block.norm2(x))
+            if index < len(betas):
+                x = x + betas[index](x, prompt)
+        features.append(backbone.out_norms[stage](x).permute(0, 3, 1, 2))
+    return features
+
+
+@pytest.mark.parametrize("height, width", [(512, 640), (480, 640), (75, 101)])
+def test_stage_shapes_for_any_input_size(tiny_backbone, height, width):
+    rgb, ir = images(height, width)
+    with torch.no_grad():
+        out = tiny_backbone(rgb, ir)
+    assert out.ir_used
+    dims = [16, 32, 64, 128]
+    h, w = -(-height // 4), -(-width // 4)
+    for stage, feature in enumerate(out.features):
+        assert feature.shape == (1, dims[stage], h, w)
+        h, w = -(-h // 2), -(-w // 2)
+
+
+def test_swin_t_runs_at_thermal_camera_resolution():
+    backbone = build_backbone(load_config(MODELS / "ivt_swin_t.yaml")).eval()
+    rgb, ir = images(512, 640)
+    with torch.no_grad():
+        out = backbone(rgb, ir)
+    assert [tuple(f.shape[1:]) for f in out.features] == [
+        (96, 128, 160), (192, 64, 80), (384, 32, 40), (768, 16, 20)]
+
+
+def test_untrained_prompter_leaves_the_frozen_swin_unchanged(tiny_backbone):
+    """s3/s4 start at zero: output == torchvision's own Swin blocks + output norms."""
+    rgb, ir = images(192, 256)
+    with torch.no_grad():
+        ours = tiny_backbone(rgb, ir).features
+        x = tiny_backbone.swin.features[0](rgb)
+        expected = []
+        for stage, (merge, blocks) in enumerate(swin_stages(tiny_backbone.swin)):
+            x = blocks(merge(x) if merge is not None else x)  # torchvision's block forward
+            expected.append(tiny_backbone.out_norms[stage](x).permute(0, 3, 1, 2))
+    for a, b in zip(ours, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+@pytest.mark.parametrize("with_ir", [True, False])
+def test_fast_prompt_path_equals_literal_eq1(tiny_backbone, train_mode, with_ir):
+    randomize_trainable(tiny_backbone)
+    tiny_backbone.train(train_mode)
+    rgb, ir = images(96, 128, batch=2)
+    ir = ir if with_ir else None
+    with torch.no_grad():
+        fast = tiny_backbone(rgb, ir).features
+        literal = literal_forward(tiny_backbone, rgb, ir)
+    for a, b in zip(fast, literal, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_prompt_terms_equal_per_block_terms(tiny_backbone):
+    randomize_trainable(tiny_backbone)
+    betas = list(tiny_backbone.mp_beta[1])
+    prompt = torch.randn(2, 6, 5, 32)
+    batched = batched_prompt_terms(betas, prompt)
+    separate = torch.stack([beta.prompt_term(prompt) for beta in betas])
+    torch.testing.assert_close(batched, separate, rtol=1e-5, atol=1e-6)
+
+
+def test_rgb_only_mode_runs_and_reports_it(tiny_backbone):
+    randomize_trainable(tiny_backbone)
+    rgb, ir = images(64, 96)
+    with torch.no_grad():
+        fused = tiny_backbone(rgb, ir)
+        rgb_only = tiny_backbone(rgb)
+    assert fused.ir_used and not rgb_only.ir_used
+    assert not torch.allclose(fused.features[0], rgb_only.features[0])
+
+
+def test_infrared_changes_the_features_once_trained(tiny_backbone):
+    randomize_trainable(tiny_backbone)
+    rgb, ir = images(64, 96)
+    with torch.no_grad():
+        a = tiny_backbone(rgb, ir).features[3]
+        b = tiny_backbone(rgb, ir * -1.0).features[3]
+    assert not torch.allclose(a, b)
+
+
+def test_only_ir_embedding_prompter_and_norms_receive_gradients(tiny_backbone):
+    randomize_trainable(tiny_backbone)
+    tiny_backbone.train()
+    assert not tiny_backbone.swin.training, "the frozen Swin must stay in eval mode"
+    rgb, ir = images(64, 64)
+    sum(f.square().mean() for f in tiny_backbone(rgb, ir).features).backward()
+    for name, parameter in tiny_backbone.named_parameters():
+        if name.startswith("swin."):
+            assert not parameter.requires_grad and parameter.grad is None, name
+        else:
+            assert parameter.grad is not None, name
+
+
+def test_outputs_do_not_depend_on_batch_composition(tiny_backbone):
+    randomize_trainable(tiny_backbone)
+    rgb, ir = images(64, 80, batch=3)
+    with torch.no_grad():
+        together = tiny_backbone(rgb, ir).features
+        alone = tiny_backbone(rgb[1:2], ir[1:2]).features
+    for a, b in zip(together, alone, strict=True):
+        torch.testing.assert_close(a[1:2], b, rtol=1e-5, atol=1e-5)
+
+
+def test_three_channel_ir_embedding_converts_exactly_to_mono(tiny_config):
+    tiny_config.prompter.ir_in_channels = 3
+    torch.manual_seed(0)
+    rgb_ir3 = build_backbone(tiny_config).eval()
+    randomize_trainable(rgb_ir3)
+    tiny_config.prompter.ir_in_channels = 1
+    mono = build_backbone(tiny_config).eval()
+    state = rgb_ir3.state_dict()
+    state["ir_patch_embed.proj.weight"] = ir_embed_to_mono(state["ir_patch_embed.proj.weight"])
+    mono.load_state_dict(state)
+    rgb, grey = images(64, 64)
+    with torch.no_grad():
+        a = rgb_ir3(rgb, grey.expand(-1, 3, -1, -1)).features
+        b = mono(rgb, grey).features
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("ir_shape, message", [
+    ((1, 3, 64, 64), "ir must be (B, 1, H, W)"),
+    ((1, 1, 32, 64), "register IR onto the RGB image first"),
+])
+def test_bad_ir_input_names_the_fix(tiny_backbone, ir_shape, message):
+    with pytest.raises(ValueError) as error:
+        tiny_backbone(torch.zeros(1, 3, 64, 64), torch.zeros(ir_shape))
+    assert message in str(error.value)
