@@ -95,12 +95,78 @@ class PrompterConfig:
 
 
 @dataclass
+class DetectionConfig:
+    """The DINO detection head (DESIGN.md "The model"; REFERENCE_FACTS.md section 2).
+
+    The neck reads ``backbone_stages`` and adds ``extra_levels`` maps by 3x3
+    stride-2 convs, so the number of feature levels is their sum.
+    """
+
+    classes: list[str] = field(default_factory=list)
+    hidden_dim: int = 256
+    backbone_stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    extra_levels: int = 1
+    num_queries: int = 900
+    num_heads: int = 8
+    num_points: int = 4
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    ffn_dim: int = 2048
+    num_select: int = 300
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise ConfigError("detection.classes must list at least one class name")
+        if sorted(set(self.backbone_stages)) != list(self.backbone_stages) or not all(
+            0 <= s <= 3 for s in self.backbone_stages
+        ):
+            raise ConfigError("detection.backbone_stages must be increasing stage indices in 0..3")
+        if self.hidden_dim % self.num_heads or self.hidden_dim % 32:
+            raise ConfigError("detection.hidden_dim must be divisible by num_heads and by 32 "
+                              "(GroupNorm groups)")
+        if self.num_queries < 1 or self.num_select < 1 or self.decoder_layers < 1:
+            raise ConfigError("detection.num_queries, num_select and decoder_layers must be >= 1")
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.backbone_stages) + self.extra_levels
+
+
+@dataclass
+class SegmentationConfig:
+    """The SegFormer-style all-MLP segmentation head."""
+
+    classes: list[str] = field(default_factory=list)
+    embed_dim: int = 256
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise ConfigError("segmentation.classes must list at least one class name")
+
+
+@dataclass
+class InputConfig:
+    """The network's fixed input size (images are letterboxed into it)."""
+
+    height: int = 512
+    width: int = 640
+
+
+@dataclass
 class ModelConfig:
-    """A whole model description, as written in a YAML file under ``models/``."""
+    """A whole model description, as written in a YAML file under ``models/``.
+
+    ``detection`` and ``segmentation`` are optional: a model has one head, the
+    other, or both on one backbone pass.
+    """
 
     name: str = "ivtuning"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     prompter: PrompterConfig = field(default_factory=PrompterConfig)
+    detection: DetectionConfig | None = None
+    segmentation: SegmentationConfig | None = None
+    input: InputConfig = field(default_factory=InputConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, as stored inside checkpoints."""
@@ -122,7 +188,8 @@ def _build_dataclass(cls: type, data: Any, where: str) -> Any:
     for name, value in data.items():
         nested = _NESTED.get((cls, name))
         path = f"{where}.{name}" if where else name
-        kwargs[name] = _build_dataclass(nested, value, path) if nested else value
+        use_nested = nested is not None and value is not None
+        kwargs[name] = _build_dataclass(nested, value, path) if use_nested else value
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -132,6 +199,9 @@ def _build_dataclass(cls: type, data: Any, where: str) -> Any:
 _NESTED: dict[tuple[type, str], type] = {
     (ModelConfig, "backbone"): BackboneConfig,
     (ModelConfig, "prompter"): PrompterConfig,
+    (ModelConfig, "detection"): DetectionConfig,
+    (ModelConfig, "segmentation"): SegmentationConfig,
+    (ModelConfig, "input"): InputConfig,
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from torch import nn
 
 from .backbone import IVTuningBackbone
+from .checkpoint import adapter_state
+from .model import IVTuningModel
 from .swin import swin_stages
 
 
@@ -42,3 +44,36 @@ def parameter_summary(backbone: IVTuningBackbone) -> dict:
         "neck_norm_params": count(backbone.out_norms),
         "modules": rows,
     }
+
+
+def model_summary(model: IVTuningModel) -> dict:
+    """`parameter_summary` of the backbone plus the heads.
+
+    Adds ``detection_head_params`` (neck, encoder, queries, decoder, branches; the
+    backbone's output norms count here too), ``segmentation_head_params``,
+    ``trainable_params`` (everything IV-tuning trains) and
+    ``adapter_checkpoint_mb`` (the size of an adapter checkpoint's tensors, MiB).
+    """
+    summary = parameter_summary(model.backbone)
+    detection = count(model.detection) if model.detection is not None else 0
+    segmentation = count(model.segmentation) if model.segmentation is not None else 0
+    if model.detection is not None:
+        for name in ("neck", "encoder", "decoder", "cls_branches", "reg_branches"):
+            summary["modules"].append({"name": f"detection.{name}",
+                                       "params": count(getattr(model.detection, name)),
+                                       "trainable": True})
+        other = detection - sum(row["params"] for row in summary["modules"]
+                                if row["name"].startswith("detection."))
+        summary["modules"].append({"name": "detection (queries, level embed, other)",
+                                   "params": other, "trainable": True})
+    if model.segmentation is not None:
+        summary["modules"].append({"name": "segmentation", "params": segmentation,
+                                   "trainable": True})
+    adapter_bytes = sum(t.numel() * t.element_size() for t in adapter_state(model).values())
+    summary.update({
+        "detection_head_params": detection + summary["neck_norm_params"],
+        "segmentation_head_params": segmentation,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "adapter_checkpoint_mb": round(adapter_bytes / 2**20, 2),
+    })
+    return summary

@@ -104,7 +104,7 @@ def _rename(state: StateDict, rules: list[tuple[str, str | Callable[[re.Match], 
             if not _IGNORED.match(key):
                 unplaced.append(key)
     if unplaced:
-        raise WeightsError(_list_keys(f"{layout} checkpoint has keys with no place in a "
+        raise WeightsError(list_keys(f"{layout} checkpoint has keys with no place in a "
                                       "torchvision Swin", unplaced))
     return out
 
@@ -189,9 +189,9 @@ def load_swin_state(backbone: nn.Module, state: StateDict) -> None:
     missing = sorted(expected - set(swin_state))
     if missing or unexpected:
         raise WeightsError(
-            _list_keys("Swin weights do not fit this backbone config (check backbone.variant "
+            list_keys("Swin weights do not fit this backbone config (check backbone.variant "
                        "and window_size); missing", missing)
-            + "; " + _list_keys("unexpected", unexpected)
+            + "; " + list_keys("unexpected", unexpected)
         )
     reference = backbone.state_dict()
     for key, value in {**swin_state, **norm_state}.items():
@@ -218,7 +218,7 @@ def ir_embed_to_mono(weight: Tensor) -> Tensor:
     return weight.sum(dim=1, keepdim=True)
 
 
-def _list_keys(what: str, keys: list[str], limit: int = 12) -> str:
+def list_keys(what: str, keys: list[str], limit: int = 12) -> str:
     if not keys:
         return f"{what}: none"
     shown = ", ".join(keys[:limit])

@@ -1,0 +1,108 @@
+"""Model checkpoints: one file = config + tensors.
+
+* full: every tensor of the model.
+* adapter: only what IV-tuning trains (IR embedding, prompter, output norms,
+  heads) plus a fingerprint of the frozen Swin weights it was trained on: the
+  paper's storage argument (one backbone, n small task files). Loading an
+  adapter over different frozen weights fails instead of silently degrading.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .config import ModelConfig, config_from_dict
+from .model import IVTuningModel, build_model
+from .weights import WeightsError
+
+FULL, ADAPTER = "ivtuning-full", "ivtuning-adapter"
+FORMAT_VERSION = 1
+FROZEN_PREFIX = "backbone.swin."
+
+
+def adapter_state(model: IVTuningModel) -> dict[str, Tensor]:
+    """Every tensor outside the frozen Swin (trainable parameters and their buffers)."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
+
+
+def base_fingerprint(model: IVTuningModel) -> str:
+    """SHA-256 (first 16 hex digits) of the frozen Swin tensors: names, shapes, dtypes, bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.backbone.swin.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def save_checkpoint(model: IVTuningModel, config: ModelConfig, path: str | Path, *,
+                    adapter: bool = False) -> None:
+    """Write a full checkpoint, or with ``adapter=True`` only the trained tensors."""
+    payload = {"format": ADAPTER if adapter else FULL, "version": FORMAT_VERSION,
+               "config": config.to_dict()}
+    if adapter:
+        payload["state_dict"] = adapter_state(model)
+        payload["base_fingerprint"] = base_fingerprint(model)
+        payload["base_weights"] = config.backbone.weights
+    else:
+        payload["state_dict"] = model.state_dict()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+
+
+def load_checkpoint(path: str | Path, *,
+                    base_weights: str | None = None) -> tuple[IVTuningModel, ModelConfig]:
+    """Rebuild a model from a full or adapter checkpoint (on CPU).
+
+    For an adapter, the frozen Swin comes from ``base_weights`` if given, else
+    from the weights file recorded in its config; its fingerprint must match.
+    """
+    payload = _read(Path(path))
+    config = config_from_dict(payload["config"])
+    if payload["format"] == FULL:
+        model = build_model(config, load_weights=False)
+        _load_exact(model, payload["state_dict"], path)
+        return model, config
+    if base_weights is not None:
+        config.backbone.weights = base_weights
+    model = build_model(config)
+    found = base_fingerprint(model)
+    if found != payload["base_fingerprint"]:
+        raise WeightsError(
+            f"adapter '{path}' was trained on frozen Swin weights {payload['base_fingerprint']} "
+            f"(file {payload['base_weights']!r}), but the loaded base is {found} "
+            f"(file {config.backbone.weights!r}); pass the matching Swin weights as the base"
+        )
+    frozen = {k: v for k, v in model.state_dict().items() if k.startswith(FROZEN_PREFIX)}
+    _load_exact(model, {**frozen, **payload["state_dict"]}, path)
+    return model, config
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise WeightsError(f"checkpoint '{path}' does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise WeightsError(f"checkpoint '{path}' cannot be read by torch.load: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") not in (FULL, ADAPTER):
+        raise WeightsError(f"'{path}' is not an ivtuning checkpoint (for Swin or mmdet "
+                           "weights use `ivtuning convert`)")
+    if payload.get("version") != FORMAT_VERSION:
+        raise WeightsError(f"checkpoint '{path}' has format version {payload.get('version')}; "
+                           f"this ivtuning_ros reads version {FORMAT_VERSION}")
+    return payload
+
+
+def _load_exact(model: IVTuningModel, state: dict[str, Tensor], path: str | Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise WeightsError(f"checkpoint '{path}' does not fit its own config: missing "
+                           f"{missing[:8]}, unexpected {unexpected[:8]}, wrong shape {wrong[:8]}")
+    model.load_state_dict(state)

@@ -1,0 +1,231 @@
+"""DINO detection head: neck, deformable encoder, two-stage query selection, decoder.
+
+Behaviour follows the reference DINO used by the paper's detector (mmdet 3.x;
+REFERENCE_FACTS.md section 5): post-norm deformable encoder, mixed query
+selection (anchors from the top-k encoder proposals, learned content queries),
+a decoder with iterative box refinement and per-layer class/box branches
+(decoder_layers + 1 of each; the last serves the encoder proposals).
+
+Shapes: B batch, S flattened tokens of all levels, L levels, Q queries,
+D hidden width, K classes. Boxes are normalised (cx, cy, w, h) relative to the
+network input. Everything is shape-static: spatial shapes are Python ints read
+from tensor shapes, so the forward captures into a CUDA graph.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .box_ops import inverse_sigmoid
+from .config import DetectionConfig
+from .deformable_attention import MultiScaleDeformableAttention
+from .layers import MLP, FeedForward
+from .neck import ChannelMapper
+from .position_encoding import coordinate_to_encoding, sine_position_map
+
+SpatialShapes = list[tuple[int, int]]
+
+
+class EncoderLayer(nn.Module):
+    """Deformable self-attention -> norm1 -> FFN -> norm2 (post-norm)."""
+
+    def __init__(self, dim: int, heads: int, levels: int, points: int, ffn_dim: int) -> None:
+        super().__init__()
+        self.self_attn = MultiScaleDeformableAttention(
+            embed_dim=dim, num_heads=heads, num_levels=levels, num_points=points)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, ffn_dim)
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor,
+                spatial_shapes: SpatialShapes) -> Tensor:
+        src = self.norm1(src + self.self_attn(src + pos, reference_points, src, spatial_shapes))
+        return self.norm2(self.ffn(src))
+
+
+class DecoderLayer(nn.Module):
+    """Self-attention -> norm1 -> deformable cross-attention -> norm2 -> FFN -> norm3."""
+
+    def __init__(self, dim: int, heads: int, levels: int, points: int, ffn_dim: int) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_attn = MultiScaleDeformableAttention(
+            embed_dim=dim, num_heads=heads, num_levels=levels, num_points=points)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, ffn_dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, query: Tensor, query_pos: Tensor, reference_points: Tensor,
+                memory: Tensor, spatial_shapes: SpatialShapes,
+                self_attn_mask: Tensor | None = None) -> Tensor:
+        q = query + query_pos
+        attended = self.self_attn(q, q, query, attn_mask=self_attn_mask, need_weights=False)[0]
+        query = self.norm1(query + attended)
+        query = self.norm2(query + self.cross_attn(query + query_pos, reference_points, memory,
+                                                   spatial_shapes))
+        return self.norm3(self.ffn(query))
+
+
+class DINOHead(nn.Module):
+    """DINO on the backbone's stage maps.
+
+    forward(features) returns ``pred_logits`` (B, Q, K) and ``pred_boxes`` (B, Q, 4)
+    of the last decoder layer; in training mode also ``aux_outputs`` (the earlier
+    layers) and ``enc_outputs`` (the selected encoder proposals), for the losses.
+    """
+
+    def __init__(self, config: DetectionConfig, stage_dims: list[int]) -> None:
+        super().__init__()
+        dim, levels = config.hidden_dim, config.num_levels
+        self.backbone_stages = list(config.backbone_stages)
+        self.num_queries = config.num_queries
+        self.neck = ChannelMapper([stage_dims[s] for s in config.backbone_stages], dim,
+                                  config.extra_levels)
+        self.level_embed = nn.Parameter(torch.empty(levels, dim).normal_())
+        layer_args = (dim, config.num_heads, levels, config.num_points, config.ffn_dim)
+        self.encoder = nn.ModuleList(EncoderLayer(*layer_args)
+                                     for _ in range(config.encoder_layers))
+        self.memory_trans_fc = nn.Linear(dim, dim)
+        self.memory_trans_norm = nn.LayerNorm(dim)
+        self.query_embedding = nn.Embedding(config.num_queries, dim)
+        self.decoder = nn.ModuleList(DecoderLayer(*layer_args)
+                                     for _ in range(config.decoder_layers))
+        self.ref_point_head = MLP(2 * dim, dim, dim, 2)
+        self.decoder_norm = nn.LayerNorm(dim)
+        branches = config.decoder_layers + 1
+        self.cls_branches = nn.ModuleList(nn.Linear(dim, len(config.classes))
+                                          for _ in range(branches))
+        self.reg_branches = nn.ModuleList(MLP(dim, dim, 4, 3) for _ in range(branches))
+        # Label embedding of the denoising queries: used by training only.
+        self.label_embedding = nn.Embedding(len(config.classes), dim)
+        self._init_branches()
+
+    def _init_branches(self) -> None:
+        prior_bias = -math.log((1 - 0.01) / 0.01)  # focal-loss prior of 1% foreground
+        for cls_branch, reg_branch in zip(self.cls_branches, self.reg_branches, strict=True):
+            nn.init.constant_(cls_branch.bias, prior_bias)
+            nn.init.zeros_(reg_branch.layers[-1].weight)
+            nn.init.zeros_(reg_branch.layers[-1].bias)
+
+    def forward(self, features: list[Tensor]) -> dict:
+        memory, spatial_shapes = self.encode(features)
+        query, reference, enc_outputs = self.select_queries(memory, spatial_shapes)
+        hidden, references = self.decode(query, reference, memory, spatial_shapes)
+        return self.predict(hidden, references, enc_outputs)
+
+    def encode(self, features: list[Tensor]) -> tuple[Tensor, SpatialShapes]:
+        """Backbone stage maps -> encoder memory (B, S, D) and the levels' (H, W)."""
+        maps = self.neck([features[s] for s in self.backbone_stages])
+        spatial_shapes = [(m.shape[2], m.shape[3]) for m in maps]
+        src = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
+        dim = src.shape[-1]
+        pos = torch.cat([
+            sine_position_map(h, w, dim // 2, temperature=20.0, device=src.device) + embed
+            for (h, w), embed in zip(spatial_shapes, self.level_embed, strict=True)
+        ]).to(src.dtype)
+        reference = _pixel_centres(spatial_shapes, src.device)
+        reference = reference[None, :, None, :].expand(src.shape[0], -1, len(maps), -1)
+        for layer in self.encoder:
+            src = layer(src, pos, reference, spatial_shapes)
+        return src, spatial_shapes
+
+    def select_queries(self, memory: Tensor,
+                       spatial_shapes: SpatialShapes) -> tuple[Tensor, Tensor, dict]:
+        """Two-stage mixed query selection.
+
+        Returns content queries (B, Q, D) (the learned embedding), anchor boxes
+        (B, Q, 4) from the top-Q encoder proposals by best class logit, and those
+        proposals' predictions for the encoder loss.
+        """
+        proposals, valid = _encoder_proposals(spatial_shapes, memory.device)
+        output_memory = memory.masked_fill(~valid[None, :, None], 0.0)
+        output_memory = self.memory_trans_norm(self.memory_trans_fc(output_memory))
+        enc_logits = self.cls_branches[-1](output_memory)
+        enc_boxes_unact = self.reg_branches[-1](output_memory) + proposals.to(memory.dtype)
+        num_queries = min(self.num_queries, memory.shape[1])
+        topk = enc_logits.max(dim=-1).values.topk(num_queries, dim=1).indices
+        topk_logits = torch.gather(enc_logits, 1,
+                                   topk[..., None].expand(-1, -1, enc_logits.shape[-1]))
+        topk_boxes_unact = torch.gather(enc_boxes_unact, 1, topk[..., None].expand(-1, -1, 4))
+        enc_outputs = {"pred_logits": topk_logits, "pred_boxes": topk_boxes_unact.sigmoid()}
+        reference = topk_boxes_unact.detach().sigmoid()
+        query = self.query_embedding.weight[:num_queries][None].expand(memory.shape[0], -1, -1)
+        return query, reference, enc_outputs
+
+    def decode(self, query: Tensor, reference: Tensor, memory: Tensor,
+               spatial_shapes: SpatialShapes,
+               self_attn_mask: Tensor | None = None) -> tuple[list[Tensor], list[Tensor]]:
+        """Decoder with iterative box refinement.
+
+        Returns the normed hidden states of every layer and the reference boxes
+        each layer read (refs[l] is layer l's input; the refined boxes stay
+        attached to the graph for "look forward twice" training).
+        """
+        hidden, references = [], [reference]
+        levels = len(spatial_shapes)
+        for index, layer in enumerate(self.decoder):
+            query_pos = self.ref_point_head(coordinate_to_encoding(
+                reference, query.shape[-1] // 2)).to(query.dtype)
+            query = layer(query, query_pos, reference[:, :, None, :].expand(-1, -1, levels, -1),
+                          memory, spatial_shapes, self_attn_mask)
+            hidden.append(self.decoder_norm(query))
+            if index < len(self.decoder) - 1:  # the last refinement is never read
+                refined = (self.reg_branches[index](query)
+                           + inverse_sigmoid(reference, eps=1e-3)).sigmoid()
+                references.append(refined)
+                reference = refined.detach()
+        return hidden, references
+
+    def predict(self, hidden: list[Tensor], references: list[Tensor], enc_outputs: dict) -> dict:
+        """Class logits and boxes per decoder layer: all in training, the last in eval."""
+        layers = range(len(hidden)) if self.training else [len(hidden) - 1]
+        outputs = [
+            {"pred_logits": self.cls_branches[i](hidden[i]),
+             "pred_boxes": (self.reg_branches[i](hidden[i])
+                            + inverse_sigmoid(references[i], eps=1e-5)).sigmoid()}
+            for i in layers
+        ]
+        result = dict(outputs[-1])
+        if self.training:
+            result["aux_outputs"] = outputs[:-1]
+            result["enc_outputs"] = enc_outputs
+        return result
+
+
+def _pixel_centres(spatial_shapes: SpatialShapes, device: torch.device) -> Tensor:
+    """(S, 2) normalised (x, y) pixel centres of every level, row-major, levels concatenated."""
+    centres = []
+    for height, width in spatial_shapes:
+        y, x = torch.meshgrid(
+            (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height,
+            (torch.arange(width, dtype=torch.float32, device=device) + 0.5) / width,
+            indexing="ij",
+        )
+        centres.append(torch.stack([x.flatten(), y.flatten()], dim=-1))
+    return torch.cat(centres)
+
+
+def _encoder_proposals(spatial_shapes: SpatialShapes,
+                       device: torch.device) -> tuple[Tensor, Tensor]:
+    """One proposal per encoder token: its pixel centre with w = h = 0.05 * 2^level.
+
+    Returns unsigmoided proposals (S, 4) (+inf where invalid) and the valid mask (S,):
+    proposals with any coordinate outside (0.01, 0.99) are invalid.
+    """
+    centres = _pixel_centres(spatial_shapes, device)
+    sizes = torch.cat([
+        torch.full((h * w, 2), 0.05 * 2.0**level, device=device)
+        for level, (h, w) in enumerate(spatial_shapes)
+    ])
+    proposals = torch.cat([centres, sizes], dim=-1)
+    valid = ((proposals > 0.01) & (proposals < 0.99)).all(dim=-1)
+    logits = torch.log(proposals / (1 - proposals))
+    return logits.masked_fill(~valid[:, None], float("inf")), valid
+
+
+def build_dino(config: DetectionConfig, stage_dims: list[int]) -> DINOHead:
+    """The DINO head for a backbone whose stages have ``stage_dims`` channels."""
+    return DINOHead(config, stage_dims)

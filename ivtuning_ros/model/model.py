@@ -1,0 +1,51 @@
+"""The complete IV-tuning model: one backbone pass feeding detection, segmentation, or both."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .backbone import IVTuningBackbone, build_backbone
+from .config import ModelConfig
+from .dino import DINOHead, build_dino
+from .segformer_head import SegFormerHead
+
+
+class IVTuningModel(nn.Module):
+    """Frozen Swin + Modality-aware Prompter + optional DINO and SegFormer heads.
+
+    forward(rgb, ir) returns a dict:
+      ``ir_used`` (bool): False when run RGB-only;
+      ``pred_logits`` (B, Q, K) and ``pred_boxes`` (B, Q, 4) normalised cxcywh of
+      the network input, when the model detects (plus training-only extras);
+      ``seg_logits`` (B, K_seg, H, W) at the input size, when it segments.
+    """
+
+    def __init__(self, backbone: IVTuningBackbone, detection: DINOHead | None,
+                 segmentation: SegFormerHead | None) -> None:
+        super().__init__()
+        if detection is None and segmentation is None:
+            raise ValueError("a model needs a detection head, a segmentation head, or both")
+        self.backbone = backbone
+        self.detection = detection
+        self.segmentation = segmentation
+
+    def forward(self, rgb: Tensor, ir: Tensor | None = None) -> dict:
+        features = self.backbone(rgb, ir)
+        outputs: dict = {"ir_used": features.ir_used}
+        if self.detection is not None:
+            outputs.update(self.detection(features.features))
+        if self.segmentation is not None:
+            outputs["seg_logits"] = self.segmentation(features.features, tuple(rgb.shape[-2:]))
+        return outputs
+
+
+def build_model(config: ModelConfig, *, load_weights: bool = True) -> IVTuningModel:
+    """Build the model a config describes; ``load_weights`` loads ``backbone.weights``."""
+    backbone = build_backbone(config, load_weights=load_weights)
+    stage_dims = config.backbone.stage_dims
+    detection = build_dino(config.detection, stage_dims) if config.detection else None
+    segmentation = None
+    if config.segmentation:
+        segmentation = SegFormerHead(stage_dims, embed_dim=config.segmentation.embed_dim,
+                                     num_classes=len(config.segmentation.classes),
+                                     dropout=config.segmentation.dropout)
+    return IVTuningModel(backbone, detection, segmentation)

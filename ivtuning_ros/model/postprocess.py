@@ -1,0 +1,183 @@
+"""DINO detection and segmentation post-processing back to original image pixels.
+
+The network sees a letterboxed image: the original (orig_h, orig_w) resized
+with its aspect ratio kept, then padded to the network input (in_h, in_w).
+`Letterbox` records that mapping; one Letterbox applies to a whole batch, so
+a batch holds images of one original size (one camera stream).
+
+The functions marked graph-safe run with fixed shapes, without host
+synchronisation and without data-dependent Python control flow, so they can
+be captured in a CUDA graph. `postprocess` composes them and does the final
+boolean indexing (dynamic shapes) outside the graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .box_ops import box_cxcywh_to_xyxy
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Keep-ratio resize by ``scale`` plus ``pad_x``/``pad_y`` network pixels on the left/top.
+
+    Box methods take xyxy boxes (..., 4) in pixels: x_orig = (x_in - pad_x) / scale.
+    """
+
+    scale: float
+    pad_x: float
+    pad_y: float
+    orig_h: int
+    orig_w: int
+    in_h: int
+    in_w: int
+
+    def to_original(self, boxes: Tensor) -> Tensor:
+        """Network-input pixels -> original pixels, not clipped."""
+        x0, y0, x1, y1 = boxes.unbind(-1)
+        return torch.stack([self._x_to_original(x0), self._y_to_original(y0),
+                            self._x_to_original(x1), self._y_to_original(y1)], dim=-1)
+
+    def to_input(self, boxes: Tensor) -> Tensor:
+        """Original pixels -> network-input pixels (the inverse of `to_original`)."""
+        x0, y0, x1, y1 = boxes.unbind(-1)
+        s = self.scale
+        return torch.stack([x0 * s + self.pad_x, y0 * s + self.pad_y,
+                            x1 * s + self.pad_x, y1 * s + self.pad_y], dim=-1)
+
+    def clip(self, boxes: Tensor) -> Tensor:
+        """Clip original-pixel boxes to [0, orig_w] x [0, orig_h]."""
+        x0, y0, x1, y1 = boxes.unbind(-1)
+        w, h = self.orig_w, self.orig_h
+        return torch.stack([x0.clamp(0, w), y0.clamp(0, h), x1.clamp(0, w), y1.clamp(0, h)],
+                           dim=-1)
+
+    @property
+    def valid_slices(self) -> tuple[slice, slice]:
+        """(rows, cols) of the network input that hold the resized image, not padding."""
+        top, left = round(self.pad_y), round(self.pad_x)
+        return (slice(top, top + round(self.orig_h * self.scale)),
+                slice(left, left + round(self.orig_w * self.scale)))
+
+    def _x_to_original(self, x: Tensor) -> Tensor:
+        return (x - self.pad_x) / self.scale
+
+    def _y_to_original(self, y: Tensor) -> Tensor:
+        return (y - self.pad_y) / self.scale
+
+
+def letterbox_for(orig_h: int, orig_w: int, in_h: int, in_w: int,
+                  center: bool = True) -> Letterbox:
+    """The letterbox that fits (orig_h, orig_w) into (in_h, in_w) keeping the aspect ratio.
+
+    The resized image is round(orig * scale) pixels; when ``center`` the padding
+    is split evenly (the odd pixel goes right/bottom), otherwise all of it is
+    right/bottom.
+    """
+    if min(orig_h, orig_w, in_h, in_w) <= 0:
+        raise ValueError(f"sizes must be positive, got orig {orig_h}x{orig_w}, in {in_h}x{in_w}")
+    scale = min(in_h / orig_h, in_w / orig_w)
+    pad_x = (in_w - round(orig_w * scale)) // 2 if center else 0
+    pad_y = (in_h - round(orig_h * scale)) // 2 if center else 0
+    return Letterbox(scale, float(pad_x), float(pad_y), orig_h, orig_w, in_h, in_w)
+
+
+def select_detections(pred_logits: Tensor, pred_boxes: Tensor,
+                      num_select: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-k (query, class) pairs over all queries and classes, without NMS (graph-safe).
+
+    Args:
+        pred_logits: (B, Q, K) raw class logits of the last decoder layer.
+        pred_boxes: (B, Q, 4) cxcywh normalised to the network input.
+        num_select: k, capped at Q * K.
+    Returns:
+        scores (B, k) sigmoid scores sorted descending, labels (B, k) int64,
+        boxes (B, k, 4) xyxy normalised to the network input.
+    """
+    num_classes = pred_logits.shape[-1]
+    k = min(num_select, pred_logits.shape[1] * num_classes)
+    scores, index = pred_logits.sigmoid().flatten(1).topk(k, dim=1)
+    labels = index % num_classes
+    queries = index // num_classes
+    boxes = pred_boxes.gather(1, queries.unsqueeze(-1).expand(-1, -1, 4))
+    return scores, labels, box_cxcywh_to_xyxy(boxes)
+
+
+def boxes_to_original(boxes_xyxy_norm: Tensor, letterbox: Letterbox) -> Tensor:
+    """(..., 4) xyxy normalised to the network input -> xyxy original pixels, clipped.
+
+    Graph-safe. The one ``letterbox`` applies to every image of the batch.
+    """
+    x0, y0, x1, y1 = boxes_xyxy_norm.unbind(-1)
+    w, h = letterbox.in_w, letterbox.in_h
+    pixels = torch.stack([x0 * w, y0 * h, x1 * w, y1 * h], dim=-1)
+    return letterbox.clip(letterbox.to_original(pixels))
+
+
+def filter_mask(scores: Tensor, labels: Tensor, score_threshold: float | Tensor,
+                class_mask: Tensor | None, max_detections: int) -> Tensor:
+    """Which of the top-k detections to report (graph-safe).
+
+    Keeps score >= threshold with an allowed class, then at most the first
+    ``max_detections`` kept entries of each image; ``scores`` must be sorted
+    descending along the last dimension, as `select_detections` returns them.
+
+    Args:
+        scores, labels: (B, k).
+        score_threshold: a float, or a 0-dim tensor on the scores' device: a
+            captured graph reads the tensor, so ``fill_`` changes the threshold
+            without re-capturing.
+        class_mask: (K,) bool on the scores' device, True for the classes to report;
+            None keeps all.
+        max_detections: the most detections per image.
+    Returns:
+        (B, k) bool.
+    """
+    keep = scores >= score_threshold
+    if class_mask is not None:
+        keep = keep & class_mask[labels]
+    # Running count of kept entries: fixed shape, unlike slicing the first n.
+    return keep & (keep.cumsum(dim=-1) <= max_detections)
+
+
+def postprocess(pred_logits: Tensor, pred_boxes: Tensor, letterbox: Letterbox,
+                num_select: int = 300, score_threshold: float | Tensor = 0.0,
+                class_mask: Tensor | None = None,
+                max_detections: int = 100) -> list[dict[str, Tensor]]:
+    """Detections per image, from DINO outputs to original image pixels.
+
+    Arguments as in `select_detections` and `filter_mask`.
+
+    Returns:
+        One dict per image: "scores" (N,) descending, "labels" (N,) int64,
+        "boxes" (N, 4) xyxy in original image pixels.
+    """
+    scores, labels, boxes = select_detections(pred_logits, pred_boxes, num_select)
+    boxes = boxes_to_original(boxes, letterbox)
+    keep = filter_mask(scores, labels, score_threshold, class_mask, max_detections)
+    return [
+        {"scores": s[k], "labels": lab[k], "boxes": b[k]}
+        for s, lab, b, k in zip(scores, labels, boxes, keep, strict=True)
+    ]
+
+
+def segmentation_to_original(seg_logits: Tensor, letterbox: Letterbox) -> Tensor:
+    """Class map in original pixels from logits at network input resolution (graph-safe).
+
+    The padding is cropped before resizing, so padded pixels never bleed into
+    the image border.
+
+    Args:
+        seg_logits: (B, K, in_h, in_w).
+        letterbox: applies to every image of the batch.
+    Returns:
+        (B, orig_h, orig_w) int64 class indices.
+    """
+    rows, cols = letterbox.valid_slices
+    logits = F.interpolate(seg_logits[..., rows, cols], size=(letterbox.orig_h, letterbox.orig_w),
+                           mode="bilinear", align_corners=False)
+    return logits.argmax(dim=1)
