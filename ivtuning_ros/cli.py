@@ -1,4 +1,4 @@
-"""The `ivtuning` command: info, convert (more subcommands arrive with their issues).
+"""The `ivtuning` command: info, convert, bench (more subcommands arrive with their issues).
 
 Every failure the user can fix ends in one line on stderr and a non-zero exit,
 never a traceback.
@@ -13,7 +13,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .model import ConfigError, WeightsError, build_backbone, load_config, parameter_summary
+from .benchmark import bench_model
+from .model import (
+    ConfigError,
+    WeightsError,
+    build_backbone,
+    build_model,
+    load_config,
+    model_summary,
+    parameter_summary,
+    save_checkpoint,
+)
+from .model.dino_weights import is_mmdet_detector, load_mmdet_dino
 from .model.weights import (
     detect_swin_layout,
     load_swin_state,
@@ -34,7 +45,10 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_info(args: argparse.Namespace) -> int:
     """Print the parameter table of a model config."""
     config = load_config(args.config, args.overrides)
-    summary = parameter_summary(build_backbone(config, load_weights=False))
+    if config.detection or config.segmentation:
+        summary = model_summary(build_model(config, load_weights=False))
+    else:
+        summary = parameter_summary(build_backbone(config, load_weights=False))
     summary = {"config": config.name, **summary}
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -42,43 +56,99 @@ def cmd_info(args: argparse.Namespace) -> int:
     frozen, trainable = summary["backbone_frozen_params"], summary["backbone_trainable_params"]
     print(f"{config.name}: {config.backbone.variant}, window {config.backbone.window_size}, "
           f"IR channels {config.prompter.ir_in_channels}")
-    print(f"{'module':<34}{'params':>14}  trainable")
+    print(f"{'module':<40}{'params':>14}  trainable")
     for row in summary["modules"]:
-        print(f"{row['name']:<34}{row['params']:>14,}  {'yes' if row['trainable'] else 'no'}")
-    print("-" * 59)
-    print(f"{'frozen backbone params':<34}{frozen:>14,}")
-    print(f"{'trainable backbone params (#TP)':<34}{trainable:>14,}  "
+        print(f"{row['name']:<40}{row['params']:>14,}  {'yes' if row['trainable'] else 'no'}")
+    print("-" * 65)
+    print(f"{'frozen backbone params':<40}{frozen:>14,}")
+    print(f"{'trainable backbone params (#TP)':<40}{trainable:>14,}  "
           f"({trainable / 1e6:.3f}M, {100 * trainable / frozen:.2f}% of the frozen backbone)")
-    print(f"{'  of which MP-alpha':<34}{summary['mp_alpha_params']:>14,}")
-    print(f"{'stage output norms (neck)':<34}{summary['neck_norm_params']:>14,}  "
-          "trained with the heads, not in #TP")
+    print(f"{'  of which MP-alpha':<40}{summary['mp_alpha_params']:>14,}")
+    if "trainable_params" in summary:
+        print(f"{'detection head (with stage norms)':<40}{summary['detection_head_params']:>14,}")
+        print(f"{'segmentation head':<40}{summary['segmentation_head_params']:>14,}")
+        print(f"{'trainable total':<40}{summary['trainable_params']:>14,}")
+        print(f"{'adapter checkpoint':<40}{summary['adapter_checkpoint_mb']:>11.2f} MiB")
+    else:
+        print(f"{'stage output norms (neck)':<40}{summary['neck_norm_params']:>14,}  "
+              "trained with the heads, not in #TP")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    """Convert a Microsoft or mmdet Swin checkpoint to torchvision layout."""
+    """Convert Swin weights to torchvision layout, or an mmdet DINO detector to a checkpoint."""
     destination = Path(args.output)
     if destination.exists() and not args.force:
         raise WeightsError(f"'{destination}' exists; pass --force to overwrite it")
-    with tqdm(total=4, desc="convert", unit="step", disable=args.quiet) as progress:
+    with tqdm(total=3, desc="convert", unit="step", disable=args.quiet) as progress:
         progress.set_postfix_str("reading")
         state = read_checkpoint(args.checkpoint)
         progress.update()
-        layout = detect_swin_layout(state)
-        progress.set_postfix_str(f"converting from {layout} layout")
-        converted = to_torchvision_layout(state)
-        progress.update()
-        if args.config:
-            progress.set_postfix_str("checking against the config")
-            config = load_config(args.config, args.overrides)
-            load_swin_state(build_backbone(config, load_weights=False), converted)
-        progress.update()
-        progress.set_postfix_str("writing")
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(converted, destination)
-        progress.update()
-    print(f"converted {len(converted)} tensors from {layout} layout to torchvision layout: "
-          f"{destination}")
+        if is_mmdet_detector(state):
+            message = _convert_detector(state, args, destination, progress)
+        else:
+            message = _convert_swin(state, args, destination, progress)
+    print(message)
+    return 0
+
+
+def _convert_swin(state: dict, args: argparse.Namespace, destination: Path,
+                  progress: tqdm) -> str:
+    layout = detect_swin_layout(state)
+    progress.set_postfix_str(f"converting from {layout} layout")
+    converted = to_torchvision_layout(state)
+    if args.config:
+        load_swin_state(build_backbone(load_config(args.config, args.overrides),
+                                       load_weights=False), converted)
+    progress.update()
+    progress.set_postfix_str("writing")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(converted, destination)
+    progress.update()
+    return (f"converted {len(converted)} tensors from {layout} layout to torchvision layout: "
+            f"{destination}")
+
+
+def _convert_detector(state: dict, args: argparse.Namespace, destination: Path,
+                      progress: tqdm) -> str:
+    if not args.config:
+        raise ConfigError("an mmdet DINO checkpoint needs --config: the model config it "
+                          "converts into (e.g. models/ivt_swin_l_dino_m3fd.yaml)")
+    config = load_config(args.config, args.overrides)
+    model = build_model(config, load_weights=False)
+    progress.set_postfix_str("converting from mmdet DINO layout")
+    count = load_mmdet_dino(model, state)
+    progress.update()
+    progress.set_postfix_str("writing")
+    save_checkpoint(model, config, destination)
+    progress.update()
+    return (f"converted {count} tensors of an mmdet DINO detector into a full checkpoint for "
+            f"{config.name}: {destination} (IV-tuning parts start untrained: s3/s4 are zero)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Per-component model latency (p50/p95/p99) at the config's input size."""
+    overrides = list(args.overrides)
+    if args.size:
+        overrides += [f"input.height={args.size[0]}", f"input.width={args.size[1]}"]
+    config = load_config(args.config, overrides)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available; "
+                         "use --device cpu")
+    model = build_model(config, load_weights=False)
+    with tqdm(total=args.warmup + args.repeats, desc="bench", unit="run",
+              disable=args.json) as progress:
+        report = bench_model(model, config, device, args.repeats, args.warmup, progress.update)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{report['config']} at {report['input'][0]}x{report['input'][1]} on "
+          f"{report['device']} ({report['repeats']} runs)")
+    print(f"{'component':<24}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
+    for name, stats in report["latency_ms"].items():
+        print(f"{name:<24}{stats['p50']:>10.1f}{stats['p95']:>10.1f}{stats['p99']:>10.1f}")
+    print(f"prompter share of the backbone: {100 * report['prompter_share_of_backbone']:.1f}%")
     return 0
 
 
@@ -94,16 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=cmd_info)
 
     convert = commands.add_parser(
-        "convert", help="convert Swin weights (Microsoft or mmdet layout) to torchvision layout"
-    )
+        "convert", help="convert Swin weights (Microsoft/mmdet layout) to torchvision layout, "
+                        "or an mmdet DINO detector checkpoint to a full ivtuning checkpoint")
     convert.add_argument("checkpoint", help="source checkpoint (.pth)")
-    convert.add_argument("output", help="destination file (torchvision-layout state dict)")
-    convert.add_argument("--config", help="check that the result loads into this model config")
+    convert.add_argument("output", help="destination file")
+    convert.add_argument("--config", help="model config: checks Swin weights against it; "
+                                          "required for a DINO detector")
     convert.add_argument("--set", dest="overrides", action="append", default=[],
                          metavar="KEY=VALUE", help="override a value of --config")
     convert.add_argument("--force", action="store_true", help="overwrite the output file")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.set_defaults(run=cmd_convert)
+
+    bench = commands.add_parser("bench", help="per-component model latency")
+    bench.add_argument("--config", default="models/ivt_swin_t_realtime.yaml",
+                       help="model config (default: the node's real-time model)")
+    bench.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config value")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    bench.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                       help="input size (default: the config's input.height/width)")
+    bench.add_argument("--repeats", type=int, default=10)
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 

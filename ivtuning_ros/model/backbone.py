@@ -92,22 +92,31 @@ class IVTuningBackbone(nn.Module):
         z_vis = self.swin.features[0](rgb)
         z_ir = self.ir_patch_embed(self._pad_to_patches(ir)) if ir is not None else None
         prompt = self.mp_alpha(z_vis, z_ir)  # P^0, eq. 6
-        x = z_vis + prompt  # eq. 1 input
+        return BackboneOutput(self._stages(z_vis + prompt, prompt), ir is not None)  # eq. 1
+
+    def forward_frozen(self, rgb: Tensor) -> list[Tensor]:
+        """The frozen Swin alone, without prompts: the visible-only baseline of benchmarks."""
+        self._check_inputs(rgb, None)
+        return self._stages(self.swin.features[0](self._pad_to_patches(rgb)), None)
+
+    def _stages(self, x: Tensor, prompt: Tensor | None) -> list[Tensor]:
+        """Run the four stages; MP-beta blocks only when a prompt stream is given."""
         features = []
-        for (merge, blocks), betas, out_norm in zip(
+        for (merge, blocks), stage_betas, out_norm in zip(
             swin_stages(self.swin), self.mp_beta, self.out_norms, strict=True
         ):
+            betas = list(stage_betas) if prompt is not None else []
             if merge is not None:
                 x = merge(x)
-                prompt = merge(prompt) if len(betas) else None
-            terms = batched_prompt_terms(list(betas), prompt) if len(betas) else ()
+                prompt = merge(prompt) if betas else None
+            terms = batched_prompt_terms(betas, prompt) if betas else ()
             for index, block in enumerate(blocks):
                 if index < len(betas):
                     x = _prompted_block(block, x, betas[index], terms[index])
                 else:
                     x = _prompted_block(block, x, None, None)
             features.append(out_norm(x).permute(0, 3, 1, 2))
-        return BackboneOutput(features, ir is not None)
+        return features
 
     def _check_inputs(self, rgb: Tensor, ir: Tensor | None) -> None:
         if rgb.dim() != 4 or rgb.shape[1] != 3:

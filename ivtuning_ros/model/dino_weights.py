@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+import torch
+
 from .weights import StateDict, WeightsError, list_keys, mmdet_swin_to_torchvision
 
 # (mmdet pattern, our key). Layer-level names: mmcv's FFN `layers.0.0` / `layers.1`
@@ -75,3 +77,37 @@ def mmdet_dino_to_ours(state: StateDict) -> StateDict:
         raise WeightsError(list_keys("mmdet DINO checkpoint has keys with no place in this "
                                      "model", unplaced))
     return out
+
+
+# What an mmdet DINO checkpoint cannot hold: IV-tuning's own parts (kept at their
+# initialisation; s3/s4 start at zero, so the model reproduces the detector), the
+# segmentation head, and buffers we rebuild.
+_NOT_IN_DETECTOR = re.compile(
+    r"^(backbone\.(ir_patch_embed|mp_alpha|mp_beta)\.|segmentation\.|"
+    r".*relative_position_index$)"
+)
+
+
+def load_mmdet_dino(model: torch.nn.Module, state: StateDict) -> int:
+    """Load a whole mmdet DINO state dict into an `IVTuningModel`; return tensors loaded.
+
+    Raises `WeightsError` naming keys the checkpoint lacks (other than IV-tuning's
+    own parts and the segmentation head), keys with no place, and shape mismatches
+    (e.g. a COCO checkpoint's 80 classes against a config with 6).
+    """
+    converted = mmdet_dino_to_ours(state)
+    expected = model.state_dict()
+    missing = sorted(k for k in set(expected) - set(converted) if not _NOT_IN_DETECTOR.match(k))
+    unexpected = sorted(set(converted) - set(expected))
+    wrong = sorted(f"{k} {tuple(converted[k].shape)} vs {tuple(expected[k].shape)}"
+                   for k in set(converted) & set(expected)
+                   if converted[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise WeightsError("; ".join([
+            list_keys("mmdet DINO checkpoint does not fit the config: missing", missing),
+            list_keys("unexpected", unexpected),
+            list_keys("wrong shape (checkpoint vs config; check detection.classes and sizes)",
+                      wrong),
+        ]))
+    model.load_state_dict(converted, strict=False)
+    return len(converted)
