@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .config import ModelConfig, config_from_dict
 from .model import IVTuningModel, build_model
-from .weights import WeightsError
+from .weights import WeightsError, list_keys, load_file
 
 FULL, ADAPTER = "ivtuning-full", "ivtuning-adapter"
 FORMAT_VERSION = 1
@@ -82,12 +82,7 @@ def load_checkpoint(path: str | Path, *,
 
 
 def _read(path: Path) -> dict:
-    if not path.is_file():
-        raise WeightsError(f"checkpoint '{path}' does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise WeightsError(f"checkpoint '{path}' cannot be read by torch.load: {exc}") from exc
+    payload = load_file(path)
     if not isinstance(payload, dict) or payload.get("format") not in (FULL, ADAPTER):
         raise WeightsError(f"'{path}' is not an ivtuning checkpoint (for Swin or mmdet "
                            "weights use `ivtuning convert`)")
@@ -103,6 +98,9 @@ def _load_exact(model: IVTuningModel, state: dict[str, Tensor], path: str | Path
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
     if missing or unexpected or wrong:
-        raise WeightsError(f"checkpoint '{path}' does not fit its own config: missing "
-                           f"{missing[:8]}, unexpected {unexpected[:8]}, wrong shape {wrong[:8]}")
+        raise WeightsError("; ".join([
+            list_keys(f"checkpoint '{path}' does not fit its own config: missing", missing),
+            list_keys("unexpected", unexpected),
+            list_keys("wrong shape", wrong),
+        ]))
     model.load_state_dict(state)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,15 +35,20 @@ _IGNORED = re.compile(
 )
 
 
-def read_checkpoint(path: str | Path) -> StateDict:
-    """Load a checkpoint file and unwrap the usual ``state_dict``/``model`` nesting."""
+def load_file(path: str | Path) -> Any:
+    """torch.load onto the CPU (plain data only), with errors that name the file."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint '{path}' does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
         raise WeightsError(f"checkpoint '{path}' cannot be read by torch.load: {exc}") from exc
+
+
+def read_checkpoint(path: str | Path) -> StateDict:
+    """Load a checkpoint file and unwrap the usual ``state_dict``/``model`` nesting."""
+    data = load_file(path)
     for wrapper in ("state_dict", "model"):
         if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
             data = data[wrapper]
