@@ -147,10 +147,38 @@ class SegmentationConfig:
 
 @dataclass
 class InputConfig:
-    """The network's fixed input size (images are letterboxed into it)."""
+    """The network's fixed input size and how raw frames become its input.
+
+    Images are letterboxed into height x width. RGB is scaled to [0, 1] and
+    normalised by rgb_mean/rgb_std. IR is mapped to [0, 1] first: mono8 by
+    /255; 16-bit counts and float temperatures by automatic gain control
+    (``ir_agc: percentile``: clip at the ir_percentiles of each frame) or a
+    fixed range (``ir_agc: fixed``: ir_fixed_range); then normalised by
+    ir_mean/ir_std.
+    """
 
     height: int = 512
     width: int = 640
+    rgb_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    rgb_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    ir_mean: float = 0.5
+    ir_std: float = 0.25
+    ir_agc: str = "percentile"
+    ir_percentiles: list[float] = field(default_factory=lambda: [1.0, 99.0])
+    ir_fixed_range: list[float] = field(default_factory=lambda: [0.0, 65535.0])
+
+    def __post_init__(self) -> None:
+        if self.height < 32 or self.width < 32:
+            raise ConfigError("input.height and input.width must be at least 32 pixels")
+        if self.ir_agc not in ("percentile", "fixed"):
+            raise ConfigError(f"input.ir_agc must be 'percentile' or 'fixed', got '{self.ir_agc}'")
+        low, high = self.ir_percentiles
+        if not 0.0 <= low < high <= 100.0:
+            raise ConfigError("input.ir_percentiles must be [low, high], 0 <= low < high <= 100")
+        if self.ir_fixed_range[0] >= self.ir_fixed_range[1]:
+            raise ConfigError("input.ir_fixed_range must be [low, high] with low < high")
+        if len(self.rgb_mean) != 3 or len(self.rgb_std) != 3 or min(self.rgb_std) <= 0:
+            raise ConfigError("input.rgb_mean and input.rgb_std need 3 values, std > 0")
 
 
 @dataclass

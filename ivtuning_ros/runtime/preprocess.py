@@ -1,0 +1,101 @@
+"""Raw frames -> network input, on the model's device. The one preprocessing of the project:
+the engine, training and evaluation all call these functions.
+
+RGB: uint8 (H, W, 3) -> float, letterboxed (keep-ratio bilinear resize, padding 0
+after normalisation, i.e. the mean colour) and normalised.
+IR: mono8, 16-bit counts or float temperature (h, w) -> [0, 1] (``/255``, or
+automatic gain control), warped into the letterboxed RGB geometry by one
+precomputed `grid_sample` grid (`ir_sampling_grid`), normalised.
+
+Every function here is shape-static and free of host synchronisation, so the
+engine can capture it in a CUDA graph.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..model.config import InputConfig
+from ..model.postprocess import Letterbox, letterbox_for
+
+# Gain-control statistics come from at most this many pixels of a frame (a strided
+# subsample): enough for stable percentiles, cheap to sort.
+AGC_SAMPLE_PIXELS = 65536
+
+
+def network_letterbox(rgb_height: int, rgb_width: int, config: InputConfig) -> Letterbox:
+    """Where an RGB frame of this size lands in the network input."""
+    return letterbox_for(rgb_height, rgb_width, config.height, config.width)
+
+
+class Preprocessor:
+    """The input normalisation of one model config, with its constants on one device.
+
+    Constants live on the device up front: creating them per call would be a
+    host-to-device copy, which CUDA graph capture forbids.
+    """
+
+    def __init__(self, config: InputConfig, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.rgb_mean = torch.tensor(config.rgb_mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.rgb_std = torch.tensor(config.rgb_std, device=device).view(1, 3, 1, 1) * 255.0
+
+    def rgb(self, rgb: Tensor, letterbox: Letterbox, bgr: bool = False) -> Tensor:
+        """uint8 (H, W, 3) -> normalised, letterboxed (1, 3, in_h, in_w) float32."""
+        x = rgb.permute(2, 0, 1)[None].float()
+        if bgr:
+            x = x.flip(1)
+        rows, cols = letterbox.valid_slices
+        size = (rows.stop - rows.start, cols.stop - cols.start)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        x = (x - self.rgb_mean) / self.rgb_std
+        return F.pad(x, (cols.start, letterbox.in_w - cols.stop,
+                         rows.start, letterbox.in_h - rows.stop))
+
+    def ir(self, ir: Tensor, grid: Tensor, channels: int) -> Tensor:
+        """Raw IR (h, w) -> registered, letterboxed, normalised (1, channels, in_h, in_w)."""
+        return ir_to_input(ir_to_unit(ir, self.config), grid, self.config, channels)
+
+
+def ir_to_unit(ir: Tensor, config: InputConfig) -> Tensor:
+    """Raw IR (h, w) -> float32 in [0, 1].
+
+    uint8 (mono8) is divided by 255. 16-bit counts and float temperatures go
+    through gain control: ``percentile`` clips each frame at its
+    ``ir_percentiles``, ``fixed`` at ``ir_fixed_range``. NaN pixels count as 0.
+    """
+    if ir.dtype == torch.uint8:
+        return ir.float() / 255.0
+    x = torch.nan_to_num(ir.float(), nan=0.0)
+    if config.ir_agc == "fixed":
+        low, high = config.ir_fixed_range
+        return ((x - low) / (high - low)).clamp(0.0, 1.0)
+    low, high = _percentiles(x, config.ir_percentiles)
+    return ((x - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0)
+
+
+def _percentiles(x: Tensor, percents: list[float]) -> tuple[Tensor, Tensor]:
+    """Linear-interpolated percentiles of a strided subsample (static indices, no sync)."""
+    step = max(1, int((x.numel() / AGC_SAMPLE_PIXELS) ** 0.5 + 0.999))
+    values = x[::step, ::step].flatten().sort().values
+    last = values.numel() - 1
+    results = []
+    for percent in percents:
+        position = percent / 100.0 * last
+        below = int(position)
+        above = min(below + 1, last)
+        fraction = position - below
+        results.append(values[below] * (1 - fraction) + values[above] * fraction)
+    return results[0], results[1]
+
+
+def ir_to_input(ir_unit: Tensor, grid: Tensor, config: InputConfig, channels: int) -> Tensor:
+    """[0, 1] IR (h, w) -> registered, letterboxed, normalised (1, channels, in_h, in_w).
+
+    ``grid`` comes from `ir_sampling_grid`; pixels the IR camera does not see are 0.
+    """
+    warped = F.grid_sample(ir_unit[None, None], grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)
+    return ((warped - config.ir_mean) / config.ir_std).expand(-1, channels, -1, -1)

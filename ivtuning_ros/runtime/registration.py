@@ -1,0 +1,72 @@
+"""IR -> RGB registration by a homography, as `grid_sample` grids.
+
+Pixel coordinates follow OpenCV: integer coordinates are pixel centres. A
+homography H maps IR pixels to RGB pixels (x_rgb ~ H @ [x_ir, y_ir, 1]), as
+`cv2.warpPerspective(ir, H, (rgb_w, rgb_h))` uses it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..model.postprocess import Letterbox
+
+
+def scaling_homography(ir_height: int, ir_width: int, rgb_height: int,
+                       rgb_width: int) -> np.ndarray:
+    """The homography of two co-located cameras with the same field of view."""
+    sx, sy = rgb_width / ir_width, rgb_height / ir_height
+    # Pixel centres: x_rgb + 0.5 = (x_ir + 0.5) * sx.
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
+def validate_homography(homography: np.ndarray) -> np.ndarray:
+    """A finite, invertible 3x3 float64 matrix, or ValueError saying what is wrong."""
+    matrix = np.asarray(homography, dtype=np.float64)
+    if matrix.shape != (3, 3) or not np.isfinite(matrix).all():
+        raise ValueError(f"homography must be a finite 3x3 matrix, got shape {matrix.shape}")
+    if abs(np.linalg.det(matrix)) < 1e-12:
+        raise ValueError("homography is singular; calibrate IR -> RGB registration again")
+    return matrix
+
+
+def ir_sampling_grid(homography: np.ndarray, ir_size: tuple[int, int],
+                     letterbox: Letterbox) -> Tensor:
+    """grid_sample grid (1, in_h, in_w, 2) that warps an IR frame into the letterboxed input.
+
+    For each network-input pixel: undo the letterbox (the same per-axis mapping
+    as the RGB bilinear resize), map the RGB pixel through H^-1 into the IR
+    frame, normalise for ``align_corners=False``. Input pixels outside the RGB
+    image (padding) sample outside the IR frame, i.e. zeros. Computed in float64
+    on the host, once per homography and frame size.
+    """
+    rows, cols = letterbox.valid_slices
+    scale_x = letterbox.orig_w / (cols.stop - cols.start)
+    scale_y = letterbox.orig_h / (rows.stop - rows.start)
+    u = np.arange(letterbox.in_w, dtype=np.float64)
+    v = np.arange(letterbox.in_h, dtype=np.float64)
+    x = (u - cols.start + 0.5) * scale_x - 0.5
+    y = (v - rows.start + 0.5) * scale_y - 0.5
+    xx, yy = np.meshgrid(x, y)
+    inside = ((xx > -0.5) & (xx < letterbox.orig_w - 0.5)
+              & (yy > -0.5) & (yy < letterbox.orig_h - 0.5))
+    points = np.stack([xx, yy, np.ones_like(xx)], axis=-1) @ np.linalg.inv(homography).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        src = points[..., :2] / points[..., 2:]
+    ir_h, ir_w = ir_size
+    grid = np.stack([(src[..., 0] + 0.5) / ir_w * 2 - 1, (src[..., 1] + 0.5) / ir_h * 2 - 1],
+                    axis=-1)
+    grid[~inside | ~np.isfinite(grid).all(axis=-1)] = -2.0  # outside: zeros padding
+    return torch.from_numpy(grid.astype(np.float32))[None]
+
+
+def warp_ir_to_rgb(ir_unit: Tensor, homography: np.ndarray,
+                   rgb_size: tuple[int, int]) -> Tensor:
+    """IR (h, w) float -> IR in RGB geometry (H, W): for display and calibration checks."""
+    height, width = rgb_size
+    identity = Letterbox(1.0, 0.0, 0.0, height, width, height, width)
+    grid = ir_sampling_grid(homography, tuple(ir_unit.shape), identity).to(ir_unit.device)
+    return F.grid_sample(ir_unit[None, None].float(), grid, mode="bilinear",
+                         padding_mode="zeros", align_corners=False)[0, 0]
