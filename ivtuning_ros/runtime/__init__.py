@@ -1,0 +1,17 @@
+"""Inference runtime between raw frames and results: no ROS imports here."""
+from .engine import Detections, Engine, EngineOptions, Result
+from .palette import colorize, palette
+from .preprocess import Preprocessor
+from .registration import scaling_homography, warp_ir_to_rgb
+
+__all__ = [
+    "Detections",
+    "Engine",
+    "EngineOptions",
+    "Preprocessor",
+    "Result",
+    "colorize",
+    "palette",
+    "scaling_homography",
+    "warp_ir_to_rgb",
+]
