@@ -1,18 +1,30 @@
-"""Model benchmark behind `ivtuning bench`: per-component latency, measured side by side.
+"""The benchmark behind `ivtuning bench`: model components and engine variants, side by side.
 
-Every repeat times each component once, in turn, on the same inputs, so machine
-load affects them alike; the report gives p50/p95/p99 per component.
+Two parts, each interleaved so machine load affects everything alike:
+
+* model components (backbone, frozen backbone alone, neck+encoder, query
+  selection, decoder, segmentation head, whole forward) on device tensors;
+* the engine from raw frames (RGB uint8 + 16-bit IR at the config's input size)
+  to results, per stage and end to end, for several variants: precision and
+  CUDA graphs (on CUDA: eager fp32, AMP, AMP + graphs), and modality
+  (IV-tuning, RGB-only, a dual-branch baseline running the frozen Swin twice).
+
+Reports p50/p95/p99 latency, throughput and peak memory as one dict (JSON).
 """
 from __future__ import annotations
 
 import platform
+import resource
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 from .model import IVTuningModel, ModelConfig
+from .runtime import Engine, EngineOptions
 
 
 def _synchronize(device: torch.device) -> None:
@@ -87,3 +99,86 @@ def bench_model(model: IVTuningModel, config: ModelConfig, device: torch.device,
         "latency_ms": report,
         "prompter_share_of_backbone": round(1 - frozen / backbone, 3),
     }
+
+
+class DualBranchBaseline(nn.Module):
+    """Latency stand-in for the dual-branch design IV-tuning replaces (paper Table VI):
+    the frozen Swin runs on RGB and again on IR, features are summed, the heads follow."""
+
+    def __init__(self, model: IVTuningModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, rgb: Tensor, ir: Tensor | None = None) -> dict:
+        backbone = self.model.backbone
+        features = backbone.forward_frozen(rgb)
+        if ir is not None:
+            ir_features = backbone.forward_frozen(ir[:, :1].expand(-1, 3, -1, -1))
+            features = [a + b for a, b in zip(features, ir_features, strict=True)]
+        outputs: dict = {"ir_used": ir is not None}
+        if self.model.detection is not None:
+            outputs.update(self.model.detection(features))
+        if self.model.segmentation is not None:
+            outputs["seg_logits"] = self.model.segmentation(features, tuple(rgb.shape[-2:]))
+        return outputs
+
+
+def engine_variants(model: IVTuningModel, config: ModelConfig,
+                    options: EngineOptions) -> dict[str, tuple[Engine, bool]]:
+    """Named (engine, feed IR) pairs to compare; all share the model's weights."""
+    variants: dict[str, tuple[Engine, bool]] = {}
+    if options.device.startswith("cuda"):
+        for name, precision, graphs in (("eager_fp32", "fp32", False),
+                                        ("eager_amp", options.precision or "fp16", False),
+                                        ("amp_graphs", options.precision or "fp16", True)):
+            variants[name] = (Engine(model, config, replace(options, precision=precision,
+                                                            cuda_graphs=graphs)), True)
+    variants["iv_tuning"] = (Engine(model, config, options), True)
+    variants["rgb_only"] = (variants["iv_tuning"][0], False)
+    variants["dual_branch"] = (Engine(DualBranchBaseline(model), config, options), True)
+    return variants
+
+
+def bench_engine(model: IVTuningModel, config: ModelConfig, options: EngineOptions,
+                 frames: int = 10, warmup: int = 2, progress: Callable | None = None) -> dict:
+    """Raw frames -> results for every variant of `engine_variants`, interleaved per frame."""
+    height, width = config.input.height, config.input.width
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    ir = rng.integers(0, 65536, (height, width), dtype=np.uint16)
+    variants = engine_variants(model, config, options)
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in variants}
+    peak_mb: dict[str, float] = {}
+    device = torch.device(options.device)
+    for step in range(warmup + frames):
+        for name, (engine, feed_ir) in variants.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            result = engine.infer(rgb, ir if feed_ir else None)
+            if device.type == "cuda":
+                peak_mb[name] = max(peak_mb.get(name, 0.0),
+                                    torch.cuda.max_memory_allocated(device) / 2**20)
+            if step >= warmup:
+                for stage, value in result.timings_ms.items():
+                    samples[name].setdefault(stage, []).append(value)
+        if progress is not None:
+            progress()
+    report = {}
+    for name, stages in samples.items():
+        entry = {"latency_ms": {stage: _percentiles(v) for stage, v in stages.items()},
+                 "throughput_fps": round(1000 / float(np.mean(stages["total"])), 2)}
+        if name in peak_mb:
+            entry["peak_gpu_memory_mb"] = round(peak_mb[name], 1)
+        report[name] = entry
+    eager = report["iv_tuning"]["latency_ms"]
+    if "model" in eager:
+        overhead = eager["preprocess"]["p50"] + eager["postprocess"]["p50"]
+        report["pre_post_share_of_model"] = round(overhead / eager["model"]["p50"], 4)
+    if "eager_fp32" in report:
+        report["speedup_amp_graphs_vs_eager_fp32"] = round(
+            report["eager_fp32"]["latency_ms"]["total"]["p50"]
+            / report["amp_graphs"]["latency_ms"]["total"]["p50"], 2)
+    # ru_maxrss is in KiB on Linux: the whole process's peak, all variants together.
+    report["peak_host_memory_mb"] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return report

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .benchmark import bench_model
+from .benchmark import bench_engine, bench_model
 from .model import (
     ConfigError,
     WeightsError,
@@ -31,6 +31,7 @@ from .model.weights import (
     read_checkpoint,
     to_torchvision_layout,
 )
+from .runtime import EngineOptions
 
 EXIT_USAGE = 2
 
@@ -127,7 +128,7 @@ def _convert_detector(state: dict, args: argparse.Namespace, destination: Path,
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Per-component model latency (p50/p95/p99) at the config's input size."""
+    """Model components and engine variants: latency p50/p95/p99, throughput, memory."""
     overrides = list(args.overrides)
     if args.size:
         overrides += [f"input.height={args.size[0]}", f"input.width={args.size[1]}"]
@@ -137,18 +138,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda was asked for but CUDA is not available; "
                          "use --device cpu")
     model = build_model(config, load_weights=False)
-    with tqdm(total=args.warmup + args.repeats, desc="bench", unit="run",
+    options = EngineOptions(device=args.device, precision=args.precision,
+                            cuda_graphs=args.graphs == "on", score_threshold=0.0)
+    with tqdm(total=2 * (args.warmup + args.repeats), desc="bench", unit="step",
               disable=args.json) as progress:
         report = bench_model(model, config, device, args.repeats, args.warmup, progress.update)
+        report["engine"] = bench_engine(model, config, options, args.repeats, args.warmup,
+                                        progress.update)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{report['config']} at {report['input'][0]}x{report['input'][1]} on "
           f"{report['device']} ({report['repeats']} runs)")
-    print(f"{'component':<24}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
+    print(f"{'model component':<32}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
     for name, stats in report["latency_ms"].items():
-        print(f"{name:<24}{stats['p50']:>10.1f}{stats['p95']:>10.1f}{stats['p99']:>10.1f}")
+        print(f"{name:<32}{stats['p50']:>10.1f}{stats['p95']:>10.1f}{stats['p99']:>10.1f}")
     print(f"prompter share of the backbone: {100 * report['prompter_share_of_backbone']:.1f}%")
+    print(f"{'engine variant / stage':<32}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
+    for name, entry in report["engine"].items():
+        if not isinstance(entry, dict):
+            print(f"{name}: {entry}")
+            continue
+        for stage, stats in entry["latency_ms"].items():
+            print(f"{name + ' / ' + stage:<32}{stats['p50']:>10.1f}{stats['p95']:>10.1f}"
+                  f"{stats['p99']:>10.1f}")
+        print(f"{name + ' throughput':<32}{entry['throughput_fps']:>10.2f} fps")
     return 0
 
 
@@ -176,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.set_defaults(run=cmd_convert)
 
-    bench = commands.add_parser("bench", help="per-component model latency")
+    bench = commands.add_parser("bench", help="model and engine latency, side by side")
     bench.add_argument("--config", default="models/ivt_swin_t_realtime.yaml",
                        help="model config (default: the node's real-time model)")
     bench.add_argument("--set", dest="overrides", action="append", default=[],
@@ -184,7 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     bench.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                        help="input size (default: the config's input.height/width)")
-    bench.add_argument("--repeats", type=int, default=10)
+    bench.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                       help="engine precision (default: fp16 on CUDA, fp32 on CPU)")
+    bench.add_argument("--graphs", choices=["on", "off"], default="on",
+                       help="CUDA graphs for the engine (CUDA only)")
+    bench.add_argument("--repeats", type=int, default=10, help="timed runs (and frames)")
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(run=cmd_bench)

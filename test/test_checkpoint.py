@@ -158,3 +158,9 @@ def test_bench_reports_every_component(capsys):
         "segmentation_head", "model_forward"}
     assert all(v["p50"] > 0 for v in report["latency_ms"].values())
     assert report["input"] == [64, 80]
+    engine = report["engine"]
+    assert {"iv_tuning", "rgb_only", "dual_branch"} <= set(engine)
+    assert set(engine["iv_tuning"]["latency_ms"]) == {"preprocess", "model", "postprocess",
+                                                      "total"}
+    assert engine["rgb_only"]["throughput_fps"] > 0
+    assert 0 < engine["pre_post_share_of_model"] < 1
