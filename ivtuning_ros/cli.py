@@ -139,7 +139,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          "use --device cpu")
     model = build_model(config, load_weights=False)
     options = EngineOptions(device=args.device, precision=args.precision,
-                            cuda_graphs=args.graphs == "on", score_threshold=0.0)
+                            cuda_graphs=args.graphs == "on", channels_last=args.channels_last,
+                            compile=args.compile, score_threshold=0.0)
     with tqdm(total=2 * (args.warmup + args.repeats), desc="bench", unit="step",
               disable=args.json) as progress:
         report = bench_model(model, config, device, args.repeats, args.warmup, progress.update)
@@ -202,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="engine precision (default: fp16 on CUDA, fp32 on CPU)")
     bench.add_argument("--graphs", choices=["on", "off"], default="on",
                        help="CUDA graphs for the engine (CUDA only)")
+    bench.add_argument("--channels-last", action="store_true",
+                       help="engine: channels-last memory format")
+    bench.add_argument("--compile", action="store_true", help="engine: torch.compile the model")
     bench.add_argument("--repeats", type=int, default=10, help="timed runs (and frames)")
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
