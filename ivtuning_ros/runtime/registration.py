@@ -70,3 +70,29 @@ def warp_ir_to_rgb(ir_unit: Tensor, homography: np.ndarray,
     grid = ir_sampling_grid(homography, tuple(ir_unit.shape), identity).to(ir_unit.device)
     return F.grid_sample(ir_unit[None, None].float(), grid, mode="bilinear",
                          padding_mode="zeros", align_corners=False)[0, 0]
+
+
+def rotation_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """R = Rz(yaw) @ Ry(pitch) @ Rx(roll), the ROS roll-pitch-yaw convention."""
+    cr, sr, cp, sp, cy, sy = (np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch),
+                              np.cos(yaw), np.sin(yaw))
+    return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+                     [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+                     [-sp, cp * sr, cp * cr]])
+
+
+def homography_from_calibration(k_ir: np.ndarray, k_rgb: np.ndarray, rotation: np.ndarray,
+                                translation: np.ndarray, distance: float) -> np.ndarray:
+    """IR -> RGB pixel homography of a scene plane facing the IR camera at ``distance``.
+
+    With X_rgb = R X_ir + t (the IR camera's pose in the RGB optical frame) and the
+    plane n . X_ir = d, n = (0, 0, 1): H = K_rgb (R + t n^T / d) K_ir^-1. Exact on that
+    plane; elsewhere the parallax error shrinks with baseline / distance.
+    """
+    if distance <= 0:
+        raise ValueError(f"working distance must be positive, got {distance}")
+    normal = np.array([0.0, 0.0, 1.0])
+    shift = np.outer(np.asarray(translation, float), normal) / distance
+    plane = np.asarray(rotation, float) + shift
+    homography = np.asarray(k_rgb, float) @ plane @ np.linalg.inv(np.asarray(k_ir, float))
+    return homography / homography[2, 2]

@@ -1,0 +1,146 @@
+"""The node's parameters: one table (name, type, description, range, runtime-changeable),
+defaults from config/perception.yaml, read into a typed `Settings` object (no rclpy here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+PACKAGE = "ivtuning_ros"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    kind: type
+    description: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    runtime: bool = False  # may change while the node runs
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model_config", str, "model config YAML: a path, or a file name under the "
+              "package's models/ folder"),
+    ParamSpec("model_overrides", str, "space-separated key=value overrides of the model config"),
+    ParamSpec("checkpoint", str, "full or adapter checkpoint; empty runs untrained weights"),
+    ParamSpec("base_weights", str, "frozen Swin weights under an adapter checkpoint"),
+    ParamSpec("device", str, "auto (cuda if available), cpu, cuda or cuda:N"),
+    ParamSpec("precision", str, "auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16",
+              choices=("auto", "fp32", "fp16", "bf16")),
+    ParamSpec("cuda_graphs", bool, "capture the per-frame step in CUDA graphs"),
+    ParamSpec("score_threshold", float, "lowest detection score published", low=0.0, high=1.0,
+              runtime=True),
+    ParamSpec("class_filter", str, "comma-separated detection class names to publish; "
+              "empty for all", runtime=True),
+    ParamSpec("max_detections", int, "most detections per frame", low=1, high=1000),
+    ParamSpec("use_compressed", bool, "subscribe to sensor_msgs/CompressedImage on "
+              "<image topic>/compressed"),
+    ParamSpec("qos_reliability", str, "image subscription reliability",
+              choices=("best_effort", "reliable")),
+    ParamSpec("qos_depth", int, "image subscription queue depth", low=1, high=100),
+    ParamSpec("slop", float, "largest RGB-IR stamp difference of a pair, s", low=0.0, high=1.0),
+    ParamSpec("ir_timeout", float, "seconds without IR before RGB-only inference", low=0.01,
+              high=60.0),
+    ParamSpec("stale_after", float, "a pair older than this (s) when the worker is free is "
+              "dropped", low=0.01, high=60.0),
+    ParamSpec("registration", str, "IR->RGB registration: scale (co-located cameras, same "
+              "field of view), homography (parameter) or camera_info (both CameraInfo + "
+              "extrinsics + working distance)", choices=("scale", "homography", "camera_info")),
+    ParamSpec("homography", list, "IR->RGB pixel homography, 9 values row-major"),
+    ParamSpec("ir_to_rgb_translation", list, "IR camera origin in the RGB optical frame, m"),
+    ParamSpec("ir_to_rgb_rotation_rpy", list, "IR optical frame orientation in the RGB "
+              "optical frame, roll-pitch-yaw rad"),
+    ParamSpec("working_distance", float, "scene plane distance for camera_info registration, "
+              "m", low=0.1, high=10000.0),
+    ParamSpec("overlay_alpha", float, "debug overlay: mask opacity", low=0.0, high=1.0,
+              runtime=True),
+    ParamSpec("overlay_mask", bool, "debug overlay: draw the segmentation mask", runtime=True),
+    ParamSpec("overlay_labels", bool, "debug overlay: draw class names and scores",
+              runtime=True),
+    ParamSpec("diagnostics_period", float, "diagnostics publishing period, s", low=0.1,
+              high=60.0),
+    ParamSpec("autostart", bool, "configure and activate the lifecycle node on start"),
+)
+SPECS = {spec.name: spec for spec in PARAMETERS}
+
+
+@dataclass
+class Settings:
+    """Typed parameter values, one field per entry of `PARAMETERS`."""
+
+    model_config: str
+    model_overrides: str
+    checkpoint: str
+    base_weights: str
+    device: str
+    precision: str
+    cuda_graphs: bool
+    score_threshold: float
+    class_filter: str
+    max_detections: int
+    use_compressed: bool
+    qos_reliability: str
+    qos_depth: int
+    slop: float
+    ir_timeout: float
+    stale_after: float
+    registration: str
+    homography: list
+    ir_to_rgb_translation: list
+    ir_to_rgb_rotation_rpy: list
+    working_distance: float
+    overlay_alpha: float
+    overlay_mask: bool
+    overlay_labels: bool
+    diagnostics_period: float
+    autostart: bool
+
+    @property
+    def class_names(self) -> list[str] | None:
+        names = [n.strip() for n in self.class_filter.split(",") if n.strip()]
+        return names or None
+
+
+def package_dir(folder: str) -> Path:
+    """The package's installed share folder (colcon) or the source tree's (pip -e, tests)."""
+    source = Path(__file__).resolve().parents[2] / folder
+    if source.is_dir():
+        return source
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory(PACKAGE)) / folder
+
+
+def default_values() -> dict:
+    """Defaults from config/perception.yaml (its ``/**: ros__parameters`` section)."""
+    data = yaml.safe_load((package_dir("config") / "perception.yaml").read_text())
+    values = data["/**"]["ros__parameters"]
+    missing = sorted(set(SPECS) - set(values))
+    if missing:
+        raise ValueError(f"config/perception.yaml lacks parameters {missing}")
+    return values
+
+
+def check_value(name: str, value) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name``, or None if it is."""
+    spec = SPECS[name]
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {', '.join(spec.choices)}, got '{value}'"
+    if spec.low is not None and not spec.low <= value <= spec.high:
+        return f"{name} must lie in [{spec.low}, {spec.high}], got {value}"
+    if name == "homography" and len(value) != 9:
+        return "homography needs 9 values (3x3 row-major)"
+    if name in ("ir_to_rgb_translation", "ir_to_rgb_rotation_rpy") and len(value) != 3:
+        return f"{name} needs 3 values"
+    return None
+
+
+def settings_from(values: dict) -> Settings:
+    """Build `Settings`; ValueError names every bad value."""
+    problems = [p for p in (check_value(n, values[n]) for n in SPECS) if p]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return Settings(**{f.name: values[f.name] for f in fields(Settings)})
