@@ -51,7 +51,8 @@ vision-msgs: $(ROS_STAMP)
 	rm -rf $(VISION_MSGS_BUILD)
 	AMENT_PREFIX_PATH=$(VENV_ABS) cmake -S interfaces/vision_msgs -B $(VISION_MSGS_BUILD) \
 		-DCMAKE_PREFIX_PATH=$(VENV_ABS) -DCMAKE_INSTALL_PREFIX=$(VENV_ABS) \
-		-DBUILD_TESTING=OFF -DPython3_EXECUTABLE=$(VENV_ABS)/bin/python
+		-DBUILD_TESTING=OFF -DPython3_EXECUTABLE=$(VENV_ABS)/bin/python \
+		-DCMAKE_INSTALL_MESSAGE=NEVER
 	cmake --build $(VISION_MSGS_BUILD) --parallel $(shell nproc)
 	cmake --install $(VISION_MSGS_BUILD)
 	$(BIN)/python -c "import vision_msgs.msg"

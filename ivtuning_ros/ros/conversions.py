@@ -114,5 +114,5 @@ def fill_image(msg, array: np.ndarray, encoding: str) -> None:
     msg.is_bigendian = sys.byteorder == "big"
     msg.step = array.strides[0]
     data = Array("B")
-    data.frombytes(array.data)  # one copy; an array.array is taken as is by the message
+    data.frombytes(array.reshape(-1).view(np.uint8).data)  # one copy, taken as is by the msg
     msg.data = data

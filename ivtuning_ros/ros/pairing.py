@@ -36,8 +36,11 @@ class Frame:
 
 @dataclass
 class Pair:
+    """An RGB frame with its IR partner, or alone with the reason: "ir_silent", "stamps_apart"."""
+
     rgb: Frame
     ir: Frame | None
+    alone_because: str | None = None
 
     @property
     def stamp_ns(self) -> int:
@@ -76,10 +79,11 @@ class FramePairer:
             partner = self._closest_ir(frame.stamp_ns)
             if partner is not None:
                 self._offer(Pair(frame, partner))
-            elif self._ir_silent(frame.received_ns) or self._ir_passed(frame.stamp_ns):
-                if not self._ir_silent(frame.received_ns):
-                    self.counters["stamps_apart"] += 1
-                self._offer(Pair(frame, None))
+            elif self._ir_silent(frame.received_ns):
+                self._offer(Pair(frame, None, "ir_silent"))
+            elif self._ir_passed(frame.stamp_ns):
+                self.counters["stamps_apart"] += 1
+                self._offer(Pair(frame, None, "stamps_apart"))
             else:
                 self._waiting_rgb = frame
             return True
@@ -100,7 +104,7 @@ class FramePairer:
                 elif frame.stamp_ns > waiting.stamp_ns + self.slop_ns:
                     self._waiting_rgb = None
                     self.counters["stamps_apart"] += 1
-                    self._offer(Pair(waiting, None))
+                    self._offer(Pair(waiting, None, "stamps_apart"))
             return True
 
     def ir_alive(self, now_ns: int) -> bool:

@@ -1,0 +1,32 @@
+"""The debug overlay: colour mask blended over the RGB frame, boxes and labels (no ROS)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..runtime import Detections, palette
+
+
+def draw_overlay(rgb: np.ndarray, detections: Detections | None, class_names: list[str],
+                 color_map: np.ndarray | None, alpha: float, show_mask: bool,
+                 show_labels: bool) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> a new annotated (H, W, 3) uint8 RGB image."""
+    image = np.ascontiguousarray(rgb).copy()
+    if show_mask and color_map is not None and alpha > 0:
+        labelled = color_map.any(axis=2)  # class 0 (black) stays unblended
+        blend = cv2.addWeighted(image, 1 - alpha, color_map, alpha, 0)
+        image[labelled] = blend[labelled]
+    if detections is None:
+        return image
+    colours = palette(len(class_names) + 1)[1:]
+    thickness = max(1, round(min(image.shape[:2]) / 360))
+    for box, score, label in zip(detections.boxes, detections.scores, detections.labels,
+                                 strict=True):
+        colour = tuple(int(c) for c in colours[label % len(colours)])
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        cv2.rectangle(image, (x0, y0), (x1, y1), colour, thickness)
+        if show_labels:
+            text = f"{class_names[label] if label < len(class_names) else label} {score:.2f}"
+            cv2.putText(image, text, (x0, max(y0 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.4 * thickness, colour, thickness, cv2.LINE_AA)
+    return image
