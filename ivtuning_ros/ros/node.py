@@ -316,9 +316,14 @@ class PerceptionNode(LifecycleNode):
     # Worker -----------------------------------------------------------------------------
     def _work(self) -> None:
         while self._running.is_set():
-            pair = self._pairer.take(time.monotonic_ns(), timeout=0.1)
-            if pair is not None and self._running.is_set():
+            pair = self._pairer.take(timeout=0.1)
+            if pair is None or not self._running.is_set():
+                continue
+            try:
                 self._process(pair)
+            except Exception as exc:  # the worker must outlive any single bad frame
+                self._bad_input(f"processing_{type(exc).__name__}",
+                                f"processing a frame failed: {type(exc).__name__}: {exc}")
 
     def _process(self, pair: Pair) -> None:
         rgb_array, header, rgb_cost = pair.rgb.data
@@ -344,11 +349,14 @@ class PerceptionNode(LifecycleNode):
         self.stats.sample("overhead", rgb_cost + ir_cost + publish_ms)
 
     def _note_ir_state(self, pair: Pair) -> None:
-        alive = self._pairer.ir_alive(time.monotonic_ns())
+        alive = self._pairer.ir_alive()
         if alive != self._ir_was_alive:
-            message = ("IR stream up: fusing RGB + IR" if alive else
-                       "IR stream silent: RGB-only inference until it returns")
-            (self.get_logger().info if alive else self.get_logger().warning)(message)
+            # One call site per severity: rclpy refuses two severities at one site.
+            if alive:
+                self.get_logger().info("IR stream up: fusing RGB + IR")
+            else:
+                self.get_logger().warning("IR stream silent: RGB-only inference until it "
+                                          "returns")
             self._ir_was_alive = alive
 
     # Publishing -------------------------------------------------------------------------
@@ -424,7 +432,7 @@ class PerceptionNode(LifecycleNode):
         counters = {f"bad_input_{k}": v for k, v in self.stats.errors.items()}
         if self._pairer is not None:
             counters.update({f"pairs_{k}": v for k, v in self._pairer.counters.items()})
-        ir_alive = self._pairer is not None and self._pairer.ir_alive(now)
+        ir_alive = self._pairer is not None and self._pairer.ir_alive()
         latency, age, overhead = (self.stats.percentiles(k)
                                   for k in ("latency", "age", "overhead"))
         status.level, status.message = self._level(ir_alive)

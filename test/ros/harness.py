@@ -1,0 +1,156 @@
+"""A perception node under test plus a client node, talking over real DDS."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from ivtuning_ros.ros.conversions import fill_image
+from ivtuning_ros.ros.node import PerceptionNode
+
+NAME = "ivtuning_perception"
+RGB_SIZE = (720, 1280)
+IR_SIZE = (512, 640)
+TEST_PARAMETERS = {"model_config": "ivt_tiny_test.yaml", "device": "cpu",
+                   "score_threshold": 0.0, "ir_timeout": 0.4}
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+OUTPUTS = {"detections": Detection2DArray, "segmentation/mask": Image,
+           "segmentation/color": Image, "debug_image": Image, "ir/registered": Image}
+
+
+def rgb_image(stamp, frame_id="rgb_optical_frame", seed=0) -> Image:
+    msg = Image()
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    rng = np.random.default_rng(seed)
+    fill_image(msg, rng.integers(0, 256, (*RGB_SIZE, 3), dtype=np.uint8), "rgb8")
+    return msg
+
+
+def ir_image(stamp, frame_id="ir_optical_frame", seed=0) -> Image:
+    msg = Image()
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    rng = np.random.default_rng(seed + 1000)
+    fill_image(msg, rng.integers(20000, 40000, IR_SIZE, dtype=np.uint16), "mono16")
+    return msg
+
+
+class Harness:
+    """Starts the node (configured and active) and a client with publishers/subscribers."""
+
+    def __init__(self, context, **parameters) -> None:
+        values = {**TEST_PARAMETERS, **parameters}
+        self.node = PerceptionNode(context=context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in values.items()])
+        self.client = rclpy.create_node("test_client", context=context)
+        self.received: dict[str, list] = defaultdict(list)
+        self._lock = threading.Lock()
+        for topic, kind in OUTPUTS.items():
+            self.subscribe(topic, kind)
+        self.client.create_subscription(DiagnosticArray, "/diagnostics",
+                                        lambda m: self._store("diagnostics", m), 10)
+        compressed = values.get("use_compressed", False)
+        kind, suffix = (CompressedImage, "/compressed") if compressed else (Image, "")
+        self.rgb_pub = self.client.create_publisher(kind, f"/{NAME}/rgb/image{suffix}", 10)
+        self.ir_pub = self.client.create_publisher(kind, f"/{NAME}/ir/image{suffix}", 10)
+        self.info_pubs = {s: self.client.create_publisher(CameraInfo, f"/{NAME}/{s}/camera_info",
+                                                          10) for s in ("rgb", "ir")}
+        self.executor = MultiThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.client)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+        self.node.trigger_configure()
+        self.node.trigger_activate()
+        self.wait_for(lambda: self.rgb_pub.get_subscription_count() > 0
+                      and self.ir_pub.get_subscription_count() > 0, "node subscriptions")
+        self.wait_for(lambda: all(self.node.count_subscribers(f"/{NAME}/{t}") > 0
+                                  for t in OUTPUTS), "client subscriptions")
+
+    def subscribe(self, topic: str, kind, qos=10) -> None:
+        self.client.create_subscription(kind, f"/{NAME}/{topic}",
+                                        lambda m, t=topic: self._store(t, m), qos)
+
+    def _store(self, topic: str, msg) -> None:
+        with self._lock:
+            self.received[topic].append(msg)
+
+    def count(self, topic: str) -> int:
+        with self._lock:
+            return len(self.received[topic])
+
+    def last(self, topic: str):
+        with self._lock:
+            return self.received[topic][-1]
+
+    def now(self):
+        return self.client.get_clock().now().to_msg()
+
+    def send_pair(self, stamp=None, seed=0, ir_offset_ns=0, ir=True):
+        stamp = stamp or self.now()
+        self.rgb_pub.publish(rgb_image(stamp, seed=seed))
+        if ir:
+            ir_stamp = type(stamp)(sec=stamp.sec, nanosec=stamp.nanosec)
+            total = ir_stamp.sec * 10**9 + ir_stamp.nanosec + ir_offset_ns
+            ir_stamp.sec, ir_stamp.nanosec = divmod(total, 10**9)
+            self.ir_pub.publish(ir_image(ir_stamp, seed=seed))
+        return stamp
+
+    def send_and_wait(self, topic: str = "detections", seed: int = 0, **kwargs):
+        """Send pairs at 10 Hz (a camera's cadence, so IR never looks silent) until a new
+        message arrives on ``topic``; return (stamp of the pair it answers, message)."""
+        before = self.count(topic)
+        deadline = time.monotonic() + 10
+        sent = {}
+        while time.monotonic() < deadline:
+            stamp = self.send_pair(seed=seed, **kwargs)
+            sent[(stamp.sec, stamp.nanosec)] = stamp
+            end = time.monotonic() + 0.1
+            while time.monotonic() < end:
+                if self.count(topic) > before:
+                    message = self.last(topic)
+                    key = (message.header.stamp.sec, message.header.stamp.nanosec)
+                    return sent.get(key, message.header.stamp), message
+                time.sleep(0.01)
+        raise AssertionError(f"nothing on {topic} within 10 s")
+
+    def diagnostics(self, ir: bool | None = True) -> tuple[int, str, dict[str, str]]:
+        """Level, message and values of the next diagnostics report. Meanwhile the cameras
+        keep streaming at 10 Hz (RGB only with ``ir=False``; nothing with ``ir=None``)."""
+        before = self.count("diagnostics")
+        deadline = time.monotonic() + 5
+        while self.count("diagnostics") <= before:
+            assert time.monotonic() < deadline, "no diagnostics within 5 s"
+            if ir is not None:
+                self.send_pair(ir=ir)
+            time.sleep(0.1)
+        status = self.last("diagnostics").status[0]
+        return status.level, status.message, {kv.key: kv.value for kv in status.values}
+
+    @staticmethod
+    def wait_for(condition, what: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node._stop()
+        self.node.destroy_node()
+        self.client.destroy_node()
+
+
+def label_info_subscriber(harness: Harness, topic: str = "label_info") -> None:
+    harness.subscribe(topic, LabelInfo, LATCHED)
