@@ -124,16 +124,23 @@ class Harness:
         raise AssertionError(f"nothing on {topic} within 10 s")
 
     def diagnostics(self, ir: bool | None = True) -> tuple[int, str, dict[str, str]]:
-        """Level, message and values of the next diagnostics report. Meanwhile the cameras
-        keep streaming at 10 Hz (RGB only with ``ir=False``; nothing with ``ir=None``)."""
-        before = self.count("diagnostics")
+        """Level, message and values of the first diagnostics report stamped after this call.
+        Meanwhile the cameras keep streaming at 10 Hz (RGB only with ``ir=False``)."""
+        start = self.client.get_clock().now().nanoseconds
         deadline = time.monotonic() + 5
-        while self.count("diagnostics") <= before:
+
+        def fresh():
+            with self._lock:
+                reports = [m for m in self.received["diagnostics"]
+                           if m.header.stamp.sec * 10**9 + m.header.stamp.nanosec > start]
+            return reports[0] if reports else None
+
+        while fresh() is None:
             assert time.monotonic() < deadline, "no diagnostics within 5 s"
             if ir is not None:
                 self.send_pair(ir=ir)
             time.sleep(0.1)
-        status = self.last("diagnostics").status[0]
+        status = fresh().status[0]
         return status.level, status.message, {kv.key: kv.value for kv in status.values}
 
     @staticmethod
