@@ -230,9 +230,11 @@ class PerceptionNode(LifecycleNode):
             cuda_graphs=settings.cuda_graphs, score_threshold=settings.score_threshold,
             class_filter=settings.class_names, max_detections=settings.max_detections)
         self.engine = Engine(self._model, self._config, options)
+        seconds = self.engine.warmup()
         self.get_logger().info(f"engine ready: {self._config.name} on {device}, "
                                f"{self.engine.precision}, CUDA graphs "
-                               f"{'on' if self.engine.use_graphs else 'off'}")
+                               f"{'on' if self.engine.use_graphs else 'off'} "
+                               f"(warm-up {seconds:.1f} s)")
 
     def _parameter_homography(self) -> np.ndarray | None:
         if self.settings.registration != "homography":

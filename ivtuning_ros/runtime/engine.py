@@ -232,6 +232,16 @@ class Engine:
         result.timings_ms = timings
         return result
 
+    def warmup(self) -> float:
+        """Run input-sized frames, with and without IR, so the first real frame is not slow
+        (lazy kernel set-up, cuDNN autotuning); returns the seconds it took."""
+        start = time.perf_counter()
+        height, width = self.config.input.height, self.config.input.width
+        rgb = np.zeros((height, width, 3), np.uint8)
+        self.infer(rgb, np.zeros((height, width), np.uint16))
+        self.infer(rgb, None)
+        return time.perf_counter() - start
+
     def register_ir(self, ir: np.ndarray, homography: np.ndarray | None,
                     rgb_shape: tuple[int, ...]) -> np.ndarray:
         """IR in RGB geometry as uint8 (H, W), with the engine's gain control: for display."""

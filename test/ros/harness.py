@@ -8,7 +8,7 @@ from collections import defaultdict
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -64,11 +64,14 @@ class Harness:
         self.ir_pub = self.client.create_publisher(kind, f"/{NAME}/ir/image{suffix}", 10)
         self.info_pubs = {s: self.client.create_publisher(CameraInfo, f"/{NAME}/{s}/camera_info",
                                                           10) for s in ("rgb", "ir")}
-        self.executor = MultiThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.client)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        # One single-threaded executor each, as `ros2 run` spins the node (rclpy's
+        # multi-threaded executor busy-waits and starves the inference worker of the GIL).
+        self.executors = [SingleThreadedExecutor(context=context) for _ in range(2)]
+        self.executors[0].add_node(self.node)
+        self.executors[1].add_node(self.client)
+        self._threads = [threading.Thread(target=e.spin, daemon=True) for e in self.executors]
+        for thread in self._threads:
+            thread.start()
         self.node.trigger_configure()
         self.node.trigger_activate()
         self.wait_for(lambda: self.rgb_pub.get_subscription_count() > 0
@@ -153,7 +156,10 @@ class Harness:
         raise AssertionError(f"timed out waiting for {what}")
 
     def close(self) -> None:
-        self.executor.shutdown()
+        for executor in self.executors:
+            executor.shutdown()
+        for thread in self._threads:
+            thread.join(timeout=10)
         self.node._stop()
         self.node.destroy_node()
         self.client.destroy_node()
