@@ -487,3 +487,7 @@ def main(args: list[str] | None = None) -> None:
         node._stop()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
