@@ -17,7 +17,10 @@ setup(
         (f"share/{PACKAGE}/models", glob("models/*.yaml") + glob("models/*.md")),
     ],
     python_requires=">=3.10",
-    install_requires=["numpy", "opencv-python-headless", "pyyaml", "torch", "torchvision", "tqdm"],
+    install_requires=[
+        "matplotlib", "mcap", "mcap-ros2-support", "numpy", "opencv-python-headless",
+        "pillow", "pycocotools", "pyyaml", "scipy", "tensorboard", "torch", "torchvision", "tqdm",
+    ],
     extras_require={"test": ["pytest", "ruff"]},
     zip_safe=True,
     maintainer="ivtuning_ros developers",
