@@ -1,6 +1,6 @@
 """Pure-PyTorch IV-tuning model: no ROS imports here."""
 from .backbone import BackboneOutput, IVTuningBackbone, build_backbone
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .config import (
     BackboneConfig,
     ConfigError,
@@ -29,6 +29,7 @@ __all__ = [
     "build_model",
     "load_checkpoint",
     "load_config",
+    "load_model",
     "load_swin_checkpoint",
     "model_summary",
     "parameter_summary",

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import ModelConfig, config_from_dict
+from .config import ModelConfig, config_from_dict, load_config
 from .model import IVTuningModel, build_model
 from .weights import WeightsError, list_keys, load_file
 
@@ -104,3 +104,23 @@ def _load_exact(model: IVTuningModel, state: dict[str, Tensor], path: str | Path
             list_keys("wrong shape", wrong),
         ]))
     model.load_state_dict(state)
+
+
+def load_model(config_path: str | Path | None, checkpoint: str | Path | None, *,
+               base_weights: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+               ) -> tuple[IVTuningModel, ModelConfig, bool]:
+    """The model a user names: a checkpoint (its stored config wins), else a config file.
+
+    Returns (model, config, trained). A config without a checkpoint gives untrained
+    heads and prompter; a config named next to a checkpoint must name the same model.
+    """
+    if checkpoint:
+        model, config = load_checkpoint(checkpoint, base_weights=base_weights)
+        if config_path and load_config(config_path, overrides).name != config.name:
+            raise ValueError(f"checkpoint '{checkpoint}' holds model '{config.name}', not "
+                             f"the one of config '{config_path}'")
+        return model, config, True
+    if not config_path:
+        raise ValueError("name a model config (untrained heads) or a checkpoint")
+    config = load_config(config_path, overrides)
+    return build_model(config), config, False

@@ -35,7 +35,7 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
-from ..model import ConfigError, WeightsError, build_model, load_checkpoint, load_config
+from ..model import ConfigError, WeightsError, load_model
 from ..runtime import Engine, EngineOptions, Result
 from ..runtime.registration import (
     homography_from_calibration,
@@ -96,6 +96,11 @@ class PerceptionNode(LifecycleNode):
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    @property
+    def model_name(self) -> str:
+        """The loaded model config's name ("" before configure)."""
+        return self._config.name if self._config is not None else ""
 
     # Parameters -----------------------------------------------------------------------
     def _declare_parameters(self) -> None:
@@ -207,18 +212,18 @@ class PerceptionNode(LifecycleNode):
     # Set-up -----------------------------------------------------------------------------
     def _load_model(self):
         settings = self.settings
-        if settings.checkpoint:
-            model, config = load_checkpoint(settings.checkpoint,
-                                            base_weights=settings.base_weights or None)
-            self.get_logger().info(f"loaded checkpoint {settings.checkpoint} ({config.name})")
-            return model, config
-        path = Path(settings.model_config)
-        if not path.is_file():
+        path = Path(settings.model_config) if settings.model_config else None
+        if path is not None and not path.is_file():
             path = package_dir("models") / settings.model_config
-        config = load_config(path, settings.model_overrides.split())
-        self.get_logger().warning(f"no checkpoint given: {config.name} runs with untrained "
-                                  "heads and prompter; set the 'checkpoint' parameter")
-        return build_model(config), config
+        model, config, trained = load_model(
+            None if settings.checkpoint else path, settings.checkpoint or None,
+            base_weights=settings.base_weights or None, overrides=settings.model_overrides.split())
+        if trained:
+            self.get_logger().info(f"loaded checkpoint {settings.checkpoint} ({config.name})")
+        else:
+            self.get_logger().warning(f"no checkpoint given: {config.name} runs with untrained "
+                                      "heads and prompter; set the 'checkpoint' parameter")
+        return model, config
 
     def _create_engine(self) -> None:
         settings = self.settings

@@ -1,0 +1,96 @@
+"""The `ivtuning eval` subcommand: a model on a dataset -> report.json, plots, a summary.
+
+Wire it in with ``add_eval_parser(commands)`` in the CLI's parser; ``main`` runs
+``args.run(args)`` and turns ValueError/OSError into one line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .data.datasets import DATASETS, open_dataset
+from .evaluation import UNDEFINED, plot_report, run_evaluation
+from .model import load_model
+from .runtime import Engine, EngineOptions
+
+
+def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``eval`` subcommand (its ``run`` is `run_eval_command`)."""
+    parser = subparsers.add_parser("eval", help="COCO mAP / mIoU of a model on a dataset")
+    parser.add_argument("--config", help="model config YAML; without --checkpoint the heads "
+                                         "are untrained")
+    parser.add_argument("--checkpoint", help="full or adapter checkpoint: the model and its "
+                                             "stored config (--config, if given, must name "
+                                             "the same model)")
+    parser.add_argument("--data", required=True, choices=list(DATASETS), metavar="KIND",
+                        help=f"dataset kind: {', '.join(DATASETS)}")
+    parser.add_argument("--root", help="dataset folder (not for synthetic)")
+    parser.add_argument("--split", default="test", help="llvip/mfnet split (default: test)")
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    parser.add_argument("--length", type=int, default=100, metavar="N",
+                        help="synthetic: number of scenes (default: 100)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="synthetic: dataset seed (default: 0)")
+    parser.add_argument("--ignore-index", type=int, metavar="ID",
+                        help="segmentation class id left out of the metrics (default: none)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--score-threshold", type=float, default=0.001,
+                        help="lowest detection score kept; COCO AP wants nearly all "
+                             "(default: 0.001)")
+    parser.add_argument("--out", default="out/eval", help="folder for report.json and plots")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(run=run_eval_command)
+    return parser
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    """Evaluate, write ``report.json`` and the plots into ``--out``, print a summary."""
+    model, config, trained = load_model(args.config, args.checkpoint)
+    if not trained:
+        print("note: no --checkpoint, the model's heads are untrained", file=sys.stderr)
+    dataset = open_dataset(args.data, args.root, **_dataset_options(args))
+    engine = Engine(model, config, EngineOptions(device=args.device,
+                                                 score_threshold=args.score_threshold,
+                                                 max_detections=100))
+    evaluation = run_evaluation(engine, dataset, args.limit, progress=not args.json,
+                                ignore_index=args.ignore_index)
+    report = evaluation.report()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    plots = plot_report(report, out, evaluation.detection)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_summary(report)
+        print(f"wrote {out / 'report.json'}" + "".join(f", {path.name}" for path in plots))
+    return 0
+
+
+def _dataset_options(args: argparse.Namespace) -> dict:
+    if args.data == "synthetic":
+        return {"length": args.length, "seed": args.seed}
+    return {"split": args.split} if args.data in ("llvip", "mfnet") else {}
+
+
+def _print_summary(report: dict) -> None:
+    print(f"{report['model']} on {report['dataset']}: {report['images']} images")
+    detection, segmentation = report["detection"], report["segmentation"]
+    if detection:
+        print(f"detection     mAP {_fmt(detection['mAP'])}  mAP50 {_fmt(detection['mAP50'])}  "
+              f"mAP75 {_fmt(detection['mAP75'])}")
+        for name, value in detection["per_class_AP"].items():
+            print(f"  {name:<14}AP {_fmt(value)}")
+    if segmentation:
+        print(f"segmentation  mIoU {_fmt(segmentation['mIoU'])}  mAcc "
+              f"{_fmt(segmentation['mAcc'])}  pixel accuracy "
+              f"{_fmt(segmentation['pixel_accuracy'])}")
+        for name, value in segmentation["per_class_IoU"].items():
+            print(f"  {name:<14}IoU {_fmt(value)}  Acc "
+                  f"{_fmt(segmentation['per_class_Acc'][name])}")
+
+
+def _fmt(value: float) -> str:
+    return "  n/a" if value == UNDEFINED else f"{value:.3f}"
