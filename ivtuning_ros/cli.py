@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .benchmark import bench_engine, bench_model
+from .calibration import add_calibrate_parser
 from .eval_command import add_eval_parser
 from .model import (
     ConfigError,
@@ -32,6 +33,7 @@ from .model.weights import (
     read_checkpoint,
     to_torchvision_layout,
 )
+from .ros.replay import add_replay_parser
 from .runtime import EngineOptions
 
 EXIT_USAGE = 2
@@ -251,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     add_eval_parser(commands)
+    add_calibrate_parser(commands)
+    add_replay_parser(commands)
     return parser
 
 

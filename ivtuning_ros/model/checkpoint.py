@@ -121,6 +121,7 @@ def load_model(config_path: str | Path | None, checkpoint: str | Path | None, *,
                              f"the one of config '{config_path}'")
         return model, config, True
     if not config_path:
-        raise ValueError("name a model config (untrained heads) or a checkpoint")
+        raise ValueError("no model given: pass a model config (--config: untrained heads) "
+                         "or a checkpoint (--checkpoint)")
     config = load_config(config_path, overrides)
     return build_model(config), config, False

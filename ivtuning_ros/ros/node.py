@@ -28,10 +28,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import (
-    Detection2D,
     Detection2DArray,
     LabelInfo,
-    ObjectHypothesisWithPose,
     VisionClass,
 )
 
@@ -44,13 +42,13 @@ from ..runtime.registration import (
 )
 from .conversions import (
     ImageError,
-    fill_image,
     ir_from_compressed,
     ir_from_image,
     rgb_from_compressed,
     rgb_from_image,
 )
 from .diagnostics import PipelineStats
+from .messages import detections_to_msg, image_msg
 from .overlay import draw_overlay
 from .pairing import Frame, FramePairer, Pair
 from .params import (
@@ -370,49 +368,24 @@ class PerceptionNode(LifecycleNode):
     def _publish(self, header, rgb, bgr, ir, homography, result: Result) -> None:
         pubs = self._publishers_
         if result.detections is not None:
-            pubs["detections"].publish(self._detections_msg(header, result))
+            pubs["detections"].publish(detections_to_msg(header, result.detections))
         color = None
         if result.class_map is not None:
-            pubs["mask"].publish(self._image(header, result.class_map, "mono8"))
+            pubs["mask"].publish(image_msg(header, result.class_map, "mono8"))
             if pubs["color"].get_subscription_count() or pubs["debug"].get_subscription_count():
                 color = result.color_map()
             if pubs["color"].get_subscription_count():
-                pubs["color"].publish(self._image(header, color, "rgb8"))
+                pubs["color"].publish(image_msg(header, color, "rgb8"))
         if pubs["debug"].get_subscription_count():
             settings = self.settings
             image = rgb[..., ::-1] if bgr else rgb
             overlay = draw_overlay(image, result.detections, self.engine.class_names, color,
                                    settings.overlay_alpha, settings.overlay_mask,
                                    settings.overlay_labels)
-            pubs["debug"].publish(self._image(header, overlay, "rgb8"))
+            pubs["debug"].publish(image_msg(header, overlay, "rgb8"))
         if ir is not None and pubs["registered_ir"].get_subscription_count():
             registered = self.engine.register_ir(ir, homography, rgb.shape)
-            pubs["registered_ir"].publish(self._image(header, registered, "mono8"))
-
-    @staticmethod
-    def _image(header, array: np.ndarray, encoding: str) -> Image:
-        msg = Image(header=header)
-        fill_image(msg, array, encoding)
-        return msg
-
-    @staticmethod
-    def _detections_msg(header, result: Result) -> Detection2DArray:
-        message = Detection2DArray(header=header)
-        detections = result.detections
-        for (x0, y0, x1, y1), score, label in zip(detections.boxes.tolist(),
-                                                  detections.scores.tolist(),
-                                                  detections.labels.tolist(), strict=True):
-            detection = Detection2D(header=header)
-            detection.bbox.center.position.x = (x0 + x1) / 2
-            detection.bbox.center.position.y = (y0 + y1) / 2
-            detection.bbox.size_x = x1 - x0
-            detection.bbox.size_y = y1 - y0
-            hypothesis = ObjectHypothesisWithPose()
-            hypothesis.hypothesis.class_id = str(label)
-            hypothesis.hypothesis.score = score
-            detection.results.append(hypothesis)
-            message.detections.append(detection)
-        return message
+            pubs["registered_ir"].publish(image_msg(header, registered, "mono8"))
 
     def _publish_label_info(self) -> None:
         stamp = self.get_clock().now().to_msg()
