@@ -8,7 +8,7 @@ ROS_STAMP := $(VENV)/.ros
 VISION_MSGS := $(VENV)/.vision_msgs
 PYTEST_ARGS ?=
 
-.PHONY: venv vision-msgs test lint pytest clean
+.PHONY: venv vision-msgs test lint pytest demo clean
 
 venv: $(STAMP) $(VISION_MSGS)
 
@@ -64,6 +64,11 @@ pytest: $(STAMP) $(VISION_MSGS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint pytest
+
+# The main job on the embedded default: synthetic cameras -> perception node -> recorder
+# over ROS 2; writes out/demo/{demo.gif,contact_sheet.png,stats.json}.
+demo: $(STAMP) $(VISION_MSGS)
+	$(BIN)/ivtuning demo --out out/demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info
