@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ivtuning_ros.model import build_backbone, load_config
+from ivtuning_ros.model import build_backbone, build_model, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -19,6 +19,15 @@ def tiny_config():
 def tiny_backbone(tiny_config):
     torch.manual_seed(0)
     return build_backbone(tiny_config).eval()
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    """The tiny full model (both heads), with a randomised (non-zero) prompter."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config).eval()
+    randomize_trainable(model.backbone)
+    return model
 
 
 def randomize_trainable(module: torch.nn.Module, seed: int = 1) -> None:

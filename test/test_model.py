@@ -5,7 +5,7 @@ import torch
 
 from ivtuning_ros.model import build_model, load_config
 
-from .conftest import MODELS, randomize_trainable
+from .conftest import MODELS
 
 # Swin-L configs run at a small input to keep the suite fast.
 CONFIG_INPUTS = {
@@ -21,14 +21,6 @@ def inputs(config, height, width, batch=1, seed=0):
     rgb = torch.randn(batch, 3, height, width, generator=generator)
     ir = torch.randn(batch, config.prompter.ir_in_channels, height, width, generator=generator)
     return rgb, ir
-
-
-@pytest.fixture
-def tiny_model(tiny_config):
-    torch.manual_seed(0)
-    model = build_model(tiny_config).eval()
-    randomize_trainable(model.backbone)
-    return model
 
 
 @pytest.mark.parametrize("name", sorted(CONFIG_INPUTS))

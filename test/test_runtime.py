@@ -12,8 +12,6 @@ from ivtuning_ros.runtime import Engine, EngineOptions, Preprocessor, warp_ir_to
 from ivtuning_ros.runtime.preprocess import ir_to_unit, network_letterbox
 from ivtuning_ros.runtime.registration import ir_sampling_grid, scaling_homography
 
-from .conftest import randomize_trainable
-
 HOMOGRAPHY = np.array([[1.9, 0.05, 12.0], [-0.03, 1.85, 20.0], [2e-5, 1e-5, 1.0]])
 
 
@@ -25,14 +23,6 @@ def frames(seed, rgb_size=(72, 96), ir_size=(40, 50), ir_dtype=np.uint16):
     else:
         ir = rng.integers(0, np.iinfo(ir_dtype).max, ir_size, dtype=ir_dtype)
     return rgb, ir
-
-
-@pytest.fixture
-def tiny_model(tiny_config):
-    torch.manual_seed(0)
-    model = build_model(tiny_config).eval()
-    randomize_trainable(model.backbone)
-    return model
 
 
 def by_hand(model, config, rgb, ir, homography, threshold=0.0, max_detections=100):
