@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import BackboneConfig, ModelConfig, PrompterConfig
 from .prompter import PrompterAlpha, PrompterBeta, batched_prompt_terms
@@ -72,6 +74,9 @@ class IVTuningBackbone(nn.Module):
                 for _ in range(count)
             ))
         self.out_norms = nn.ModuleList(nn.LayerNorm(dim) for dim in dims)
+        # Recompute each block's activations in the backward pass instead of storing them:
+        # trades compute for the memory that training Swin-L at full size needs.
+        self.gradient_checkpointing = False
 
     def train(self, mode: bool = True) -> IVTuningBackbone:
         """Train the prompter; the frozen Swin always stays in eval mode."""
@@ -111,10 +116,12 @@ class IVTuningBackbone(nn.Module):
                 prompt = merge(prompt) if betas else None
             terms = batched_prompt_terms(betas, prompt) if betas else ()
             for index, block in enumerate(blocks):
-                if index < len(betas):
-                    x = _prompted_block(block, x, betas[index], terms[index])
+                beta = betas[index] if index < len(betas) else None
+                term = terms[index] if index < len(betas) else None
+                if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                    x = checkpoint(_prompted_block, block, x, beta, term, use_reentrant=False)
                 else:
-                    x = _prompted_block(block, x, None, None)
+                    x = _prompted_block(block, x, beta, term)
             features.append(out_norm(x).permute(0, 3, 1, 2))
         return features
 

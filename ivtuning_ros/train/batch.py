@@ -1,0 +1,153 @@
+"""Samples -> network tensors and targets, with paired augmentation (training only).
+
+Every sample goes through the engine's own preprocessing (`runtime.preprocess`):
+letterbox, IR gain control and registration into the RGB geometry, normalisation.
+Augmentation then runs on the registered tensors, so one geometric transform moves
+RGB, IR, boxes and mask together; photometric changes are drawn per modality.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.sample import Sample
+from ..model.box_ops import box_xyxy_to_cxcywh
+from ..model.config import ModelConfig
+from ..runtime.preprocess import Preprocessor, network_letterbox
+from ..runtime.registration import ir_sampling_grid, scaling_homography
+
+IGNORE = 255  # segmentation label of letterbox padding and unlabelled crops
+MIN_BOX_PIXELS = 4.0
+
+
+@dataclass
+class Augmentation:
+    """Probabilities and ranges of the paired augmentation; ``enabled`` False for evaluation.
+
+    Photometric ranges are in normalised units (one unit = one std of the input).
+    """
+
+    enabled: bool = True
+    hflip: float = 0.5
+    max_zoom: float = 1.4
+    rgb_brightness: float = 0.4
+    rgb_contrast: float = 0.25
+    ir_gain: float = 0.15
+    ir_noise: float = 0.1
+
+
+@dataclass
+class Batch:
+    """rgb (B, 3, H, W); ir (B, C, H, W) or None; targets per image (labels, boxes cxcywh
+    normalised); masks (B, H, W) int64 with IGNORE, or None."""
+
+    rgb: Tensor
+    ir: Tensor | None
+    targets: list[dict[str, Tensor]]
+    masks: Tensor | None
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.rgb.to(device), None if self.ir is None else self.ir.to(device),
+                     [{k: v.to(device) for k, v in t.items()} for t in self.targets],
+                     None if self.masks is None else self.masks.to(device))
+
+
+class BatchBuilder:
+    """Turns `Sample`s into a `Batch` for one model config."""
+
+    def __init__(self, config: ModelConfig, augmentation: Augmentation, use_ir: bool = True,
+                 seed: int = 0) -> None:
+        self.config = config
+        self.augmentation = augmentation
+        self.use_ir = use_ir
+        self.preprocessor = Preprocessor(config.input)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, samples: list[Sample]) -> Batch:
+        items = [self._item(sample) for sample in samples]
+        rgb = torch.cat([item[0] for item in items])
+        ir = torch.cat([item[1] for item in items]) if self.use_ir else None
+        masks = torch.stack([item[3] for item in items]) if items[0][3] is not None else None
+        return Batch(rgb, ir, [item[2] for item in items], masks)
+
+    def _item(self, sample: Sample) -> tuple[Tensor, Tensor | None, dict, Tensor | None]:
+        letterbox = network_letterbox(sample.rgb.shape[0], sample.rgb.shape[1],
+                                      self.config.input)
+        with torch.no_grad():
+            rgb = self.preprocessor.rgb(torch.from_numpy(sample.rgb), letterbox)
+            ir = None
+            if self.use_ir:
+                homography = sample.homography if sample.homography is not None else \
+                    scaling_homography(*sample.ir.shape, *sample.rgb.shape[:2])
+                grid = ir_sampling_grid(homography, sample.ir.shape, letterbox)
+                ir = self.preprocessor.ir(torch.from_numpy(np.ascontiguousarray(sample.ir)),
+                                          grid, self.config.prompter.ir_in_channels)
+        height, width = letterbox.in_h, letterbox.in_w
+        boxes = letterbox.to_input(torch.from_numpy(sample.boxes).float()) if len(
+            sample.boxes) else torch.zeros(0, 4)
+        labels = torch.from_numpy(sample.labels).long()
+        mask = _letterbox_mask(sample.mask, letterbox) if sample.mask is not None else None
+        if self.augmentation.enabled:
+            rgb, ir, boxes, labels, mask = self._augment(rgb, ir, boxes, labels, mask)
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        target = {"labels": labels, "boxes": box_xyxy_to_cxcywh(boxes / scale)}
+        return rgb, ir, target, mask
+
+    def _augment(self, rgb, ir, boxes, labels, mask):
+        aug, rng = self.augmentation, self.rng
+        height, width = rgb.shape[-2:]
+        if rng.random() < aug.hflip:
+            rgb, ir = rgb.flip(-1), None if ir is None else ir.flip(-1)
+            mask = None if mask is None else mask.flip(-1)
+            boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0],
+                                 boxes[:, 3]], dim=1)
+        zoom = rng.uniform(1.0, aug.max_zoom)
+        if zoom > 1.0:
+            crop_w, crop_h = width / zoom, height / zoom
+            x0, y0 = rng.uniform(0, width - crop_w), rng.uniform(0, height - crop_h)
+            rgb, ir, mask = (_crop_resize(t, x0, y0, crop_w, crop_h, mode)
+                             for t, mode in ((rgb, "bilinear"), (ir, "bilinear"),
+                                             (mask, "nearest")))
+            boxes = (boxes - torch.tensor([x0, y0, x0, y0])) * zoom
+            boxes = boxes.clamp(min=0).minimum(torch.tensor([width, height, width, height]))
+            keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PIXELS) & (
+                (boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PIXELS)
+            boxes, labels = boxes[keep], labels[keep]
+        contrast = 1 + rng.uniform(-aug.rgb_contrast, aug.rgb_contrast)
+        rgb = rgb * contrast + rng.uniform(-aug.rgb_brightness, aug.rgb_brightness)
+        if ir is not None:
+            gain = 1 + rng.uniform(-aug.ir_gain, aug.ir_gain)
+            noise = torch.from_numpy(rng.normal(0, aug.ir_noise, ir.shape[-2:])).float()
+            ir = ir * gain + noise
+        return rgb, ir, boxes, labels, mask
+
+
+def _crop_resize(tensor: Tensor | None, x0: float, y0: float, w: float, h: float,
+                 mode: str) -> Tensor | None:
+    """Crop the window (x0, y0, w, h) of a (1, C, H, W) or (H, W) tensor, resize back."""
+    if tensor is None:
+        return None
+    image = tensor if tensor.dim() == 4 else tensor[None, None].float()
+    height, width = image.shape[-2:]
+    theta = torch.tensor([[w / width, 0, (2 * x0 + w) / width - 1],
+                          [0, h / height, (2 * y0 + h) / height - 1]], dtype=torch.float32)
+    grid = F.affine_grid(theta[None], (1, image.shape[1], height, width), align_corners=False)
+    if mode == "nearest":
+        out = F.grid_sample(image + 1, grid, mode="nearest", align_corners=False) - 1
+        return out[0, 0].round().long().masked_fill(out[0, 0] < 0, IGNORE)
+    return F.grid_sample(image, grid, mode="bilinear", align_corners=False)
+
+
+def _letterbox_mask(mask: np.ndarray, letterbox) -> Tensor:
+    """(H, W) class ids -> (in_h, in_w) int64, nearest resize, padding = IGNORE."""
+    rows, cols = letterbox.valid_slices
+    resized = F.interpolate(torch.from_numpy(mask)[None, None].float(),
+                            size=(rows.stop - rows.start, cols.stop - cols.start),
+                            mode="nearest")[0, 0].long()
+    out = torch.full((letterbox.in_h, letterbox.in_w), IGNORE, dtype=torch.long)
+    out[rows, cols] = resized
+    return out
