@@ -33,6 +33,10 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                         help="synthetic: number of scenes (default: 100)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="synthetic: dataset seed (default: 0)")
+    parser.add_argument("--conditions", default="day,night,fog",
+                        help="synthetic: comma-separated conditions (default: all)")
+    parser.add_argument("--rgb-only", action="store_true",
+                        help="run the model without IR (the visible baseline of the weights)")
     parser.add_argument("--ignore-index", type=int, metavar="ID",
                         help="segmentation class id left out of the metrics (default: none)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -55,7 +59,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
                                                  score_threshold=args.score_threshold,
                                                  max_detections=100))
     evaluation = run_evaluation(engine, dataset, args.limit, progress=not args.json,
-                                ignore_index=args.ignore_index)
+                                ignore_index=args.ignore_index, use_ir=not args.rgb_only)
     report = evaluation.report()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +75,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 def _dataset_options(args: argparse.Namespace) -> dict:
     if args.data == "synthetic":
-        return {"length": args.length, "seed": args.seed}
+        return {"length": args.length, "seed": args.seed,
+                "conditions": tuple(args.conditions.split(","))}
     return {"split": args.split} if args.data in ("llvip", "mfnet") else {}
 
 

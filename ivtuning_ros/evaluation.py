@@ -200,7 +200,8 @@ class Evaluation:
 
 
 def run_evaluation(engine: Engine, dataset: Sequence[Sample], limit: int | None = None,
-                   progress: bool = True, ignore_index: int | None = None) -> Evaluation:
+                   progress: bool = True, ignore_index: int | None = None,
+                   use_ir: bool = True) -> Evaluation:
     """Run the engine on the first ``limit`` samples (all if None) and fill the evaluators.
 
     The dataset is a sequence of `Sample` with ``name``, ``detection_classes`` and
@@ -226,7 +227,7 @@ def run_evaluation(engine: Engine, dataset: Sequence[Sample], limit: int | None 
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for index in tqdm(range(count), desc="eval", unit="image", disable=not progress):
         sample = dataset[index]
-        result = engine.infer(sample.rgb, sample.ir, sample.homography)
+        result = engine.infer(sample.rgb, sample.ir if use_ir else None, sample.homography)
         if detection is not None:
             found = result.detections
             detection.add(index, sample.boxes, sample.labels, found.boxes, found.scores,
@@ -237,9 +238,10 @@ def run_evaluation(engine: Engine, dataset: Sequence[Sample], limit: int | None 
 
 
 def evaluate(engine: Engine, dataset: Sequence[Sample], limit: int | None = None,
-             progress: bool = True, ignore_index: int | None = None) -> dict:
+             progress: bool = True, ignore_index: int | None = None,
+             use_ir: bool = True) -> dict:
     """`run_evaluation` and its JSON-able report (see `Evaluation.report`)."""
-    return run_evaluation(engine, dataset, limit, progress, ignore_index).report()
+    return run_evaluation(engine, dataset, limit, progress, ignore_index, use_ir).report()
 
 
 def plot_report(report: dict, out_dir: str | Path,
