@@ -21,6 +21,7 @@ from .model import (
     WeightsError,
     build_backbone,
     build_model,
+    load_checkpoint,
     load_config,
     model_summary,
     parameter_summary,
@@ -128,6 +129,19 @@ def _convert_detector(state: dict, args: argparse.Namespace, destination: Path,
     progress.update()
     return (f"converted {count} tensors of an mmdet DINO detector into a full checkpoint for "
             f"{config.name}: {destination} (IV-tuning parts start untrained: s3/s4 are zero)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """An adapter (with its base) or a full checkpoint -> one full checkpoint file."""
+    model, config = load_checkpoint(args.checkpoint, base_weights=args.base_weights)
+    destination = Path(args.output)
+    if destination.exists() and not args.force:
+        raise WeightsError(f"'{destination}' exists; pass --force to overwrite it")
+    save_checkpoint(model, config, destination, half=args.fp16)
+    size = destination.stat().st_size / 2**20
+    print(f"wrote {destination}: full {config.name} checkpoint, "
+          f"{'fp16' if args.fp16 else 'fp32'}, {size:.1f} MiB")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -240,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(run=cmd_bench)
+    export = commands.add_parser("export", help="adapter + base (or full) checkpoint -> one "
+                                                 "full checkpoint, optionally fp16")
+    export.add_argument("checkpoint", help="adapter or full checkpoint")
+    export.add_argument("output", help="destination file")
+    export.add_argument("--base-weights", help="frozen Swin weights under an adapter "
+                                               "(default: the file the adapter names)")
+    export.add_argument("--fp16", action="store_true", help="store tensors as fp16")
+    export.add_argument("--force", action="store_true", help="overwrite the output file")
+    export.set_defaults(run=cmd_export)
+
     demo = commands.add_parser("demo", help="synthetic cameras -> perception node -> "
                                              "recorder over ROS 2, with GIF, contact sheet and "
                                              "stats")

@@ -38,8 +38,11 @@ def base_fingerprint(model: IVTuningModel) -> str:
 
 
 def save_checkpoint(model: IVTuningModel, config: ModelConfig, path: str | Path, *,
-                    adapter: bool = False) -> None:
-    """Write a full checkpoint, or with ``adapter=True`` only the trained tensors."""
+                    adapter: bool = False, half: bool = False) -> None:
+    """Write a full checkpoint, or with ``adapter=True`` only the trained tensors.
+
+    ``half`` stores floating-point tensors as fp16 (half the file; loading casts back).
+    """
     payload = {"format": ADAPTER if adapter else FULL, "version": FORMAT_VERSION,
                "config": config.to_dict()}
     if adapter:
@@ -48,6 +51,9 @@ def save_checkpoint(model: IVTuningModel, config: ModelConfig, path: str | Path,
         payload["base_weights"] = config.backbone.weights
     else:
         payload["state_dict"] = model.state_dict()
+    if half:
+        payload["state_dict"] = {k: v.half() if v.is_floating_point() else v
+                                 for k, v in payload["state_dict"].items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)
