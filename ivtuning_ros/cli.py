@@ -36,6 +36,7 @@ from .model.weights import (
 )
 from .ros.replay import add_replay_parser
 from .runtime import EngineOptions
+from .train.command import add_train_parser
 
 EXIT_USAGE = 2
 
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     add_eval_parser(commands)
+    add_train_parser(commands)
     add_calibrate_parser(commands)
     add_replay_parser(commands)
     return parser

@@ -14,6 +14,7 @@ from tensor shapes, so the forward captures into a CUDA graph.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -75,6 +76,14 @@ class DINOHead(nn.Module):
     forward(features) returns ``pred_logits`` (B, Q, K) and ``pred_boxes`` (B, Q, 4)
     of the last decoder layer; in training mode also ``aux_outputs`` (the earlier
     layers) and ``enc_outputs`` (the selected encoder proposals), for the losses.
+
+    forward(features, denoising) also runs contrastive denoising queries (training
+    only). ``denoising`` is any object with ``query`` (B, N, D), ``reference``
+    (B, N, 4) normalised cxcywh and ``attn_mask`` (N + Q, N + Q) bool, True =
+    blocked; ``train.denoising.DenoisingQueries`` is one, duck-typed here so the
+    model does not depend on training code. The DN predictions come back as
+    ``dn_outputs``, one {"pred_logits", "pred_boxes"} per computed decoder layer,
+    and are excluded from every other key.
     """
 
     def __init__(self, config: DetectionConfig, stage_dims: list[int]) -> None:
@@ -110,11 +119,33 @@ class DINOHead(nn.Module):
             nn.init.zeros_(reg_branch.layers[-1].weight)
             nn.init.zeros_(reg_branch.layers[-1].bias)
 
-    def forward(self, features: list[Tensor]) -> dict:
+    def forward(self, features: list[Tensor], denoising: Any = None) -> dict:
         memory, spatial_shapes = self.encode(features)
         query, reference, enc_outputs = self.select_queries(memory, spatial_shapes)
-        hidden, references = self.decode(query, reference, memory, spatial_shapes)
-        return self.predict(hidden, references, enc_outputs)
+        if denoising is None:
+            hidden, references = self.decode(query, reference, memory, spatial_shapes)
+            return self.predict(hidden, references, enc_outputs)
+        return self.forward_denoising(denoising, query, reference, memory, spatial_shapes,
+                                      enc_outputs)
+
+    def forward_denoising(self, denoising: Any, query: Tensor, reference: Tensor,
+                          memory: Tensor, spatial_shapes: SpatialShapes,
+                          enc_outputs: dict) -> dict:
+        """Decode the DN queries (first N) together with the matching queries (last Q).
+
+        The attention mask keeps the matching queries blind to the DN ones, so the
+        matching part of the outputs is what ``forward(features)`` would compute.
+        """
+        num_dn = denoising.query.shape[1]
+        query = torch.cat([denoising.query.to(query.dtype), query], dim=1)
+        reference = torch.cat([denoising.reference.to(reference.dtype), reference], dim=1)
+        hidden, references = self.decode(query, reference, memory, spatial_shapes,
+                                         denoising.attn_mask)
+        outputs = self.predict([h[:, num_dn:] for h in hidden],
+                               [r[:, num_dn:] for r in references], enc_outputs)
+        outputs["dn_outputs"] = self.predict_layers([h[:, :num_dn] for h in hidden],
+                                                    [r[:, :num_dn] for r in references])
+        return outputs
 
     def encode(self, features: list[Tensor]) -> tuple[Tensor, SpatialShapes]:
         """Backbone stage maps -> encoder memory (B, S, D) and the levels' (H, W)."""
@@ -180,19 +211,23 @@ class DINOHead(nn.Module):
         return hidden, references
 
     def predict(self, hidden: list[Tensor], references: list[Tensor], enc_outputs: dict) -> dict:
-        """Class logits and boxes per decoder layer: all in training, the last in eval."""
-        layers = range(len(hidden)) if self.training else [len(hidden) - 1]
-        outputs = [
-            {"pred_logits": self.cls_branches[i](hidden[i]),
-             "pred_boxes": (self.reg_branches[i](hidden[i])
-                            + inverse_sigmoid(references[i], eps=1e-5)).sigmoid()}
-            for i in layers
-        ]
+        """The last layer's predictions; in training also ``aux_outputs`` and ``enc_outputs``."""
+        outputs = self.predict_layers(hidden, references)
         result = dict(outputs[-1])
         if self.training:
             result["aux_outputs"] = outputs[:-1]
             result["enc_outputs"] = enc_outputs
         return result
+
+    def predict_layers(self, hidden: list[Tensor], references: list[Tensor]) -> list[dict]:
+        """Class logits and boxes per decoder layer: all in training, the last in eval."""
+        layers = range(len(hidden)) if self.training else [len(hidden) - 1]
+        return [
+            {"pred_logits": self.cls_branches[i](hidden[i]),
+             "pred_boxes": (self.reg_branches[i](hidden[i])
+                            + inverse_sigmoid(references[i], eps=1e-5)).sigmoid()}
+            for i in layers
+        ]
 
 
 def _pixel_centres(spatial_shapes: SpatialShapes, device: torch.device) -> Tensor:

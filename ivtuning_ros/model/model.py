@@ -1,6 +1,8 @@
 """The complete IV-tuning model: one backbone pass feeding detection, segmentation, or both."""
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from .backbone import IVTuningBackbone, build_backbone
@@ -17,6 +19,9 @@ class IVTuningModel(nn.Module):
       ``pred_logits`` (B, Q, K) and ``pred_boxes`` (B, Q, 4) normalised cxcywh of
       the network input, when the model detects (plus training-only extras);
       ``seg_logits`` (B, K_seg, H, W) at the input size, when it segments.
+
+    ``denoising`` (training only) is passed to the detection head: see
+    ``DINOHead.forward`` for what it adds (``dn_outputs``).
     """
 
     def __init__(self, backbone: IVTuningBackbone, detection: DINOHead | None,
@@ -28,11 +33,11 @@ class IVTuningModel(nn.Module):
         self.detection = detection
         self.segmentation = segmentation
 
-    def forward(self, rgb: Tensor, ir: Tensor | None = None) -> dict:
+    def forward(self, rgb: Tensor, ir: Tensor | None = None, denoising: Any = None) -> dict:
         features = self.backbone(rgb, ir)
         outputs: dict = {"ir_used": features.ir_used}
         if self.detection is not None:
-            outputs.update(self.detection(features.features))
+            outputs.update(self.detection(features.features, denoising))
         if self.segmentation is not None:
             outputs["seg_logits"] = self.segmentation(features.features, tuple(rgb.shape[-2:]))
         return outputs

@@ -30,6 +30,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--seed", type=int, default=0, help="synthetic data and training seed")
     parser.add_argument("--conditions", default="day,night,fog",
                         help="synthetic: comma-separated conditions")
+    parser.add_argument("--scene-scale", type=float, default=1.0,
+                        help="synthetic: camera resolution scale (0.5: 320x240 RGB, "
+                             "320x256 IR), to render no more pixels than the network sees")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -49,6 +52,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def run_train_command(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)  # the same initial weights on every torchrun rank
     if args.init:
         model, config = load_checkpoint(args.init)
         if not args.train_backbone:
@@ -58,7 +62,9 @@ def run_train_command(args: argparse.Namespace) -> int:
     options_kwargs = {"split": args.split} if args.data in ("llvip", "mfnet") else {}
     if args.data == "synthetic":
         options_kwargs = {"length": args.length, "seed": args.seed,
-                          "conditions": tuple(args.conditions.split(","))}
+                          "conditions": tuple(args.conditions.split(",")),
+                          "rgb_size": _scaled(480, 640, args.scene_scale),
+                          "ir_size": _scaled(512, 640, args.scene_scale)}
     dataset = open_dataset(args.data, args.root, **options_kwargs)
     options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                            warmup_steps=args.warmup, train_backbone=args.train_backbone,
@@ -78,3 +84,7 @@ def _export_base(model: IVTuningModel, out: Path) -> str:
     path = (out / "base_swin.pth").resolve()
     torch.save(model.backbone.swin.state_dict(), path)
     return str(path)
+
+
+def _scaled(height: int, width: int, scale: float) -> tuple[int, int]:
+    return round(height * scale), round(width * scale)

@@ -68,7 +68,6 @@ def train(model: IVTuningModel, config: ModelConfig, dataset, options: TrainOpti
     core = model.to(device)
     core.train()
     _set_trainable(core, options)
-    frozen_before = None if options.train_backbone else base_fingerprint(core)
     parameters = [p for p in core.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay)
     sampler = DistributedSampler(dataset, world, rank, seed=options.seed) if world > 1 else None
@@ -82,7 +81,9 @@ def train(model: IVTuningModel, config: ModelConfig, dataset, options: TrainOpti
         optimizer, lambda step: _lr_factor(step, options.warmup_steps, total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     start_epoch = _resume(out, core, optimizer, scheduler, scaler) if resume else 0
+    # DDP starts by copying rank 0's weights to every rank: fingerprint the frozen Swin after.
     trained = DistributedDataParallel(core, find_unused_parameters=True) if world > 1 else core
+    frozen_before = None if options.train_backbone else base_fingerprint(core)
     criterion = _criterion(config)
     log = _Log(out, enabled=rank == 0)
     losses: dict[str, float] = {}

@@ -1,0 +1,1 @@
+"""Training: Hungarian matching, contrastive denoising queries and the set criterion."""
