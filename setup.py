@@ -14,7 +14,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*")),
-        (f"share/{PACKAGE}/models", glob("models/*.yaml") + glob("models/*.md")),
+        (f"share/{PACKAGE}/models", [f for f in glob("models/*")
+                                     if f.endswith((".yaml", ".md", ".pth"))]),
     ],
     python_requires=">=3.10",
     install_requires=[

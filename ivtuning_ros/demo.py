@@ -30,10 +30,11 @@ from vision_msgs.msg import Detection2DArray
 from .data.synthetic import make_scene
 from .ros.conversions import fill_image, image_to_array
 from .ros.node import PerceptionNode
+from .ros.params import package_dir
 
 NODE = "ivtuning_perception"
-# The project's trained demo weights (see models/README.md); absent until they are trained.
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "ivt_demo.pth"
+# The project's trained demo weights (see models/README.md and `make demo-weights`).
+DEMO_CHECKPOINT = package_dir("models") / "ivt_demo.pth"
 CONDITIONS = ("day", "night", "fog")
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 THUMB = (320, 240)  # width, height of a contact-sheet cell

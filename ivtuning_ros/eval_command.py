@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .data.datasets import DATASETS, open_dataset
+from .data.datasets import add_dataset_arguments, dataset_from_arguments
 from .evaluation import UNDEFINED, plot_report, run_evaluation
 from .model import load_model
 from .runtime import Engine, EngineOptions
@@ -24,17 +24,8 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     parser.add_argument("--checkpoint", help="full or adapter checkpoint: the model and its "
                                              "stored config (--config, if given, must name "
                                              "the same model)")
-    parser.add_argument("--data", required=True, choices=list(DATASETS), metavar="KIND",
-                        help=f"dataset kind: {', '.join(DATASETS)}")
-    parser.add_argument("--root", help="dataset folder (not for synthetic)")
-    parser.add_argument("--split", default="test", help="llvip/mfnet split (default: test)")
+    add_dataset_arguments(parser, default_length=100, default_split="test")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N images")
-    parser.add_argument("--length", type=int, default=100, metavar="N",
-                        help="synthetic: number of scenes (default: 100)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="synthetic: dataset seed (default: 0)")
-    parser.add_argument("--conditions", default="day,night,fog",
-                        help="synthetic: comma-separated conditions (default: all)")
     parser.add_argument("--rgb-only", action="store_true",
                         help="run the model without IR (the visible baseline of the weights)")
     parser.add_argument("--ignore-index", type=int, metavar="ID",
@@ -54,7 +45,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
     model, config, trained = load_model(args.config, args.checkpoint)
     if not trained:
         print("note: no --checkpoint, the model's heads are untrained", file=sys.stderr)
-    dataset = open_dataset(args.data, args.root, **_dataset_options(args))
+    dataset = dataset_from_arguments(args)
     engine = Engine(model, config, EngineOptions(device=args.device,
                                                  score_threshold=args.score_threshold,
                                                  max_detections=100))
@@ -71,13 +62,6 @@ def run_eval_command(args: argparse.Namespace) -> int:
         _print_summary(report)
         print(f"wrote {out / 'report.json'}" + "".join(f", {path.name}" for path in plots))
     return 0
-
-
-def _dataset_options(args: argparse.Namespace) -> dict:
-    if args.data == "synthetic":
-        return {"length": args.length, "seed": args.seed,
-                "conditions": tuple(args.conditions.split(","))}
-    return {"split": args.split} if args.data in ("llvip", "mfnet") else {}
 
 
 def _print_summary(report: dict) -> None:

@@ -7,6 +7,7 @@ datasets are registered (co-located cameras), so ``homography`` is None.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -226,3 +227,34 @@ def _read_voc(path: Path) -> tuple[np.ndarray, np.ndarray]:
         box = obj.find("bndbox")
         boxes.append([float(box.findtext(key)) for key in ("xmin", "ymin", "xmax", "ymax")])
     return np.array(boxes, np.float32).reshape(-1, 4), np.zeros(len(boxes), np.int64)
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, default_length: int,
+                          default_split: str) -> None:
+    """The dataset options that `ivtuning train` and `ivtuning eval` share."""
+    parser.add_argument("--data", required=True, choices=list(DATASETS), metavar="KIND",
+                        help=f"dataset kind: {', '.join(DATASETS)}")
+    parser.add_argument("--root", help="dataset folder (not for synthetic)")
+    parser.add_argument("--split", default=default_split,
+                        help=f"llvip/mfnet split (default: {default_split})")
+    parser.add_argument("--length", type=int, default=default_length, metavar="N",
+                        help=f"synthetic: number of scenes (default: {default_length})")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="synthetic: dataset seed (default: 0)")
+    parser.add_argument("--conditions", default="day,night,fog",
+                        help="synthetic: comma-separated conditions (default: all)")
+    parser.add_argument("--scene-scale", type=float, default=1.0,
+                        help="synthetic: camera resolution scale (1.0: 640x480 RGB, 640x512 "
+                             "IR; 0.5 renders no more pixels than a 320-wide network sees)")
+
+
+def dataset_from_arguments(args: argparse.Namespace):
+    """`open_dataset` for the options `add_dataset_arguments` declares."""
+    if args.data == "synthetic":
+        scale = args.scene_scale
+        return open_dataset("synthetic", length=args.length, seed=args.seed,
+                            conditions=tuple(args.conditions.split(",")),
+                            rgb_size=(round(480 * scale), round(640 * scale)),
+                            ir_size=(round(512 * scale), round(640 * scale)))
+    options = {"split": args.split} if args.data in ("llvip", "mfnet") else {}
+    return open_dataset(args.data, args.root, **options)

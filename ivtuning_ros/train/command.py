@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.datasets import DATASETS, open_dataset
+from ..data.datasets import add_dataset_arguments, dataset_from_arguments
 from ..model import IVTuningModel, load_model
 from ..model.checkpoint import load_checkpoint
 from .loop import TrainOptions, train
@@ -22,17 +22,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                                        "pre-trained model): its config and weights")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value (with --config)")
-    parser.add_argument("--data", required=True, choices=list(DATASETS), metavar="KIND",
-                        help=f"dataset kind: {', '.join(DATASETS)}")
-    parser.add_argument("--root", help="dataset folder (not for synthetic)")
-    parser.add_argument("--split", default="train", help="llvip/mfnet split")
-    parser.add_argument("--length", type=int, default=200, help="synthetic: scenes")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic data and training seed")
-    parser.add_argument("--conditions", default="day,night,fog",
-                        help="synthetic: comma-separated conditions")
-    parser.add_argument("--scene-scale", type=float, default=1.0,
-                        help="synthetic: camera resolution scale (0.5: 320x240 RGB, "
-                             "320x256 IR), to render no more pixels than the network sees")
+    add_dataset_arguments(parser, default_length=200, default_split="train")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -59,13 +49,7 @@ def run_train_command(args: argparse.Namespace) -> int:
             config.backbone.weights = _export_base(model, Path(args.out))
     else:
         model, config, _ = load_model(args.config, None, overrides=args.overrides)
-    options_kwargs = {"split": args.split} if args.data in ("llvip", "mfnet") else {}
-    if args.data == "synthetic":
-        options_kwargs = {"length": args.length, "seed": args.seed,
-                          "conditions": tuple(args.conditions.split(",")),
-                          "rgb_size": _scaled(480, 640, args.scene_scale),
-                          "ir_size": _scaled(512, 640, args.scene_scale)}
-    dataset = open_dataset(args.data, args.root, **options_kwargs)
+    dataset = dataset_from_arguments(args)
     options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                            warmup_steps=args.warmup, train_backbone=args.train_backbone,
                            use_ir=not args.rgb_only, gradient_checkpointing=args.checkpointing,
@@ -85,6 +69,3 @@ def _export_base(model: IVTuningModel, out: Path) -> str:
     torch.save(model.backbone.swin.state_dict(), path)
     return str(path)
 
-
-def _scaled(height: int, width: int, scale: float) -> tuple[int, int]:
-    return round(height * scale), round(width * scale)
