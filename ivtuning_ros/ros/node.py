@@ -334,7 +334,7 @@ class PerceptionNode(LifecycleNode):
         rgb_array, header, rgb_cost = pair.rgb.data
         rgb, bgr = rgb_array
         ir, ir_cost = (pair.ir.data[0], pair.ir.data[2]) if pair.ir is not None else (None, 0.0)
-        self._note_ir_state(pair)
+        self._note_ir_state()
         if pair.alone_because == "stamps_apart":
             self._bad_input("stamps_apart", "RGB and IR stamps are farther apart than 'slop'; "
                             "that RGB frame ran RGB-only (check camera clocks and 'slop')")
@@ -353,7 +353,7 @@ class PerceptionNode(LifecycleNode):
         self.stats.sample("age", (now_ns - stamp_ns(header.stamp)) / 1e6)
         self.stats.sample("overhead", rgb_cost + ir_cost + publish_ms)
 
-    def _note_ir_state(self, pair: Pair) -> None:
+    def _note_ir_state(self) -> None:
         alive = self._pairer.ir_alive()
         if alive != self._ir_was_alive:
             # One call site per severity: rclpy refuses two severities at one site.
