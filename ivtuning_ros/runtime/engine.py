@@ -32,6 +32,7 @@ from .palette import colorize, palette
 from .preprocess import Preprocessor, ir_to_unit, network_letterbox
 from .registration import (
     ir_sampling_grid,
+    rgb_geometry_grid,
     scaling_homography,
     validate_homography,
     warp_ir_to_rgb,
@@ -186,6 +187,7 @@ class Engine:
         self.set_class_filter(self.options.class_filter)
         self.use_graphs = self.options.cuda_graphs and self.device.type == "cuda"
         self._pipelines: dict[tuple, _Pipeline] = {}
+        self._display_grid: tuple[tuple | None, Tensor | None] = (None, None)
 
     def set_score_threshold(self, threshold: float) -> None:
         """Change the score threshold without re-capturing graphs."""
@@ -248,10 +250,15 @@ class Engine:
         _check_frame(np.zeros((1, 1, 3), np.uint8), ir)
         if homography is None:
             homography = scaling_homography(*ir.shape, rgb_shape[0], rgb_shape[1])
+        homography = validate_homography(homography)
+        key = (homography.tobytes(), ir.shape, tuple(rgb_shape[:2]))
+        if self._display_grid[0] != key:  # the grid only changes with the rig or sizes
+            grid = rgb_geometry_grid(homography, ir.shape, rgb_shape[:2]).to(self.device)
+            self._display_grid = (key, grid)
         with torch.inference_mode():
             unit = ir_to_unit(torch.from_numpy(np.ascontiguousarray(ir)).to(self.device),
                               self.config.input)
-            warped = warp_ir_to_rgb(unit, validate_homography(homography), rgb_shape[:2])
+            warped = warp_ir_to_rgb(unit, homography, rgb_shape[:2], self._display_grid[1])
             return (warped * 255).round().to(torch.uint8).cpu().numpy()
 
     def _run(self, pipeline: _Pipeline, timings: dict[str, float]) -> dict[str, Tensor]:

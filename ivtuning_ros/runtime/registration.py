@@ -62,13 +62,23 @@ def ir_sampling_grid(homography: np.ndarray, ir_size: tuple[int, int],
     return torch.from_numpy(grid.astype(np.float32))[None]
 
 
-def warp_ir_to_rgb(ir_unit: Tensor, homography: np.ndarray,
-                   rgb_size: tuple[int, int]) -> Tensor:
-    """IR (h, w) float -> IR in RGB geometry (H, W): for display and calibration checks."""
+def rgb_geometry_grid(homography: np.ndarray, ir_size: tuple[int, int],
+                      rgb_size: tuple[int, int]) -> Tensor:
+    """`ir_sampling_grid` at the RGB frame's own size (no letterbox): (1, H, W, 2)."""
     height, width = rgb_size
     identity = Letterbox(1.0, 0.0, 0.0, height, width, height, width)
-    grid = ir_sampling_grid(homography, tuple(ir_unit.shape), identity).to(ir_unit.device)
-    return F.grid_sample(ir_unit[None, None].float(), grid, mode="bilinear",
+    return ir_sampling_grid(homography, ir_size, identity)
+
+
+def warp_ir_to_rgb(ir_unit: Tensor, homography: np.ndarray, rgb_size: tuple[int, int],
+                   grid: Tensor | None = None) -> Tensor:
+    """IR (h, w) float -> IR in RGB geometry (H, W): for display and calibration checks.
+
+    ``grid`` from `rgb_geometry_grid` skips recomputing it for every frame.
+    """
+    if grid is None:
+        grid = rgb_geometry_grid(homography, tuple(ir_unit.shape), rgb_size)
+    return F.grid_sample(ir_unit[None, None].float(), grid.to(ir_unit.device), mode="bilinear",
                          padding_mode="zeros", align_corners=False)[0, 0]
 
 
