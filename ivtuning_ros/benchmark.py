@@ -115,12 +115,7 @@ class DualBranchBaseline(nn.Module):
         if ir is not None:
             ir_features = backbone.forward_frozen(ir[:, :1].expand(-1, 3, -1, -1))
             features = [a + b for a, b in zip(features, ir_features, strict=True)]
-        outputs: dict = {"ir_used": ir is not None}
-        if self.model.detection is not None:
-            outputs.update(self.model.detection(features))
-        if self.model.segmentation is not None:
-            outputs["seg_logits"] = self.model.segmentation(features, tuple(rgb.shape[-2:]))
-        return outputs
+        return {**self.model.heads(features, tuple(rgb.shape[-2:])), "ir_used": ir is not None}
 
 
 def engine_variants(model: IVTuningModel, config: ModelConfig,

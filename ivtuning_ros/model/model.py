@@ -35,11 +35,18 @@ class IVTuningModel(nn.Module):
 
     def forward(self, rgb: Tensor, ir: Tensor | None = None, denoising: Any = None) -> dict:
         features = self.backbone(rgb, ir)
-        outputs: dict = {"ir_used": features.ir_used}
+        outputs = self.heads(features.features, tuple(rgb.shape[-2:]), denoising)
+        outputs["ir_used"] = features.ir_used
+        return outputs
+
+    def heads(self, features: list[Tensor], input_size: tuple[int, int],
+              denoising: Any = None) -> dict:
+        """Both heads on the four stage maps; seg_logits at ``input_size``."""
+        outputs: dict = {}
         if self.detection is not None:
-            outputs.update(self.detection(features.features, denoising))
+            outputs.update(self.detection(features, denoising))
         if self.segmentation is not None:
-            outputs["seg_logits"] = self.segmentation(features.features, tuple(rgb.shape[-2:]))
+            outputs["seg_logits"] = self.segmentation(features, input_size)
         return outputs
 
 

@@ -157,12 +157,6 @@ class FramePairer:
             self._closed = True
             self._lock.notify_all()
 
-    def reset(self) -> None:
-        with self._lock:
-            self._ir.clear()
-            self._waiting_rgb = self._pending = None
-            self._last_rgb_ns = self._last_ir_received_ns = None
-
     def _release_waiting(self) -> None:
         """A newer RGB frame settles the pairing: the waiting one is superseded."""
         if self._waiting_rgb is not None:

@@ -194,12 +194,8 @@ def bag_files(path: str | Path) -> list[Path]:
     return [path]
 
 
-def bag_topics(path: str | Path) -> dict[str, str]:
-    """Topic -> message type name (``pkg/msg/Type``) of a bag, from its files' summaries."""
-    return _topics(bag_files(path))
-
-
 def _topics(files: list[Path]) -> dict[str, str]:
+    """Topic -> message type name (``pkg/msg/Type``) of a bag, from its files' summaries."""
     topics = {}
     for file in files:
         with open(file, "rb") as stream:
