@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
@@ -35,3 +36,24 @@ def image_msg(header, array: np.ndarray, encoding: str) -> Image:
     message = Image(header=header)
     fill_image(message, array, encoding)
     return message
+
+
+def fusion_state_msg(header, ir_header, rgb_only_reason: str | None) -> DiagnosticArray:
+    """The fusion state of one output, stamped like it (``~/fusion_state``): one status named
+    ``fusion`` with ``ir_used`` (true/false), ``rgb_only_reason`` (ir_silent,
+    no_ir_within_slop or ir_clock_offset; empty when fused), ``ir_stamp`` (sec.nanosec of
+    the IR frame used) and ``ir_stamp_offset_ms`` (IR stamp minus RGB stamp)."""
+    fused = ir_header is not None
+    values = {"ir_used": "true" if fused else "false",
+              "rgb_only_reason": rgb_only_reason or "", "ir_stamp": "",
+              "ir_stamp_offset_ms": ""}
+    if fused:
+        stamp = ir_header.stamp
+        values["ir_stamp"] = f"{stamp.sec}.{stamp.nanosec:09d}"
+        offset = (stamp.sec - header.stamp.sec) * 1e9 + stamp.nanosec - header.stamp.nanosec
+        values["ir_stamp_offset_ms"] = f"{offset / 1e6:.3f}"
+    status = DiagnosticStatus(level=DiagnosticStatus.OK, name="fusion",
+                              message="fused" if fused else f"rgb_only: {rgb_only_reason}",
+                              hardware_id=header.frame_id,
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    return DiagnosticArray(header=header, status=[status])

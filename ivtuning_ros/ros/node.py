@@ -2,13 +2,16 @@
 
 A lifecycle node. configure loads the model and the engine; activate subscribes
 and starts the inference worker; deactivate stops it and frees the GPU. Camera
-callbacks only convert (zero-copy) and hand frames to the `FramePairer`; one
-worker thread takes the newest pair when it is free, runs the engine and
-publishes everything with the RGB frame's header. Bad input is logged once per
-kind, counted in /diagnostics, and never stops the node.
+callbacks only check, convert (zero-copy) and hand frames to the `FramePairer`;
+one worker thread takes the newest pair when it is free, runs the engine and
+publishes the results and the fusion state of that output with the RGB frame's
+header; display-only images are drawn on a thread of their own. Bad input is
+logged once per kind, counted in /diagnostics, and never stops the node.
 """
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,9 +26,11 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.executors import ExternalShutdownException
+from rclpy.exceptions import ParameterException
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import (
     Detection2DArray,
@@ -33,8 +38,8 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
-from ..model import ConfigError, WeightsError, load_model
-from ..runtime import Engine, EngineOptions, Result
+from ..model import load_model
+from ..runtime import Engine, EngineOptions, Result, count_non_finite
 from ..runtime.registration import (
     homography_from_calibration,
     rotation_from_rpy,
@@ -47,11 +52,13 @@ from .conversions import (
     rgb_from_compressed,
     rgb_from_image,
 )
-from .diagnostics import PipelineStats
-from .messages import detections_to_msg, image_msg
+from .diagnostics import HORIZON_NS, PipelineStats
+from .display import LatestJobThread
+from .messages import detections_to_msg, fusion_state_msg, image_msg
 from .overlay import draw_overlay
 from .pairing import Frame, FramePairer, Pair
 from .params import (
+    DEFAULT_MODEL_CONFIG,
     PARAMETERS,
     SPECS,
     Settings,
@@ -63,6 +70,12 @@ from .params import (
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+IR_LOG_PERIOD_S = 10.0  # IR up/silent changes are logged at most this often
+MIN_OUTPUTS_FOR_WARN = 5  # "nothing fused" needs this many outputs in the window
+
+
+class SettingsError(ValueError):
+    """A parameter value the node cannot run with; the message names it and the fix."""
 
 
 def stamp_ns(stamp) -> int:
@@ -70,7 +83,10 @@ def stamp_ns(stamp) -> int:
 
 
 class PerceptionNode(LifecycleNode):
-    """See the module docstring; topics are private (``~/``) and remapped in launch."""
+    """See the module docstring; topics are private (``~/``) and remapped in launch.
+
+    Raises `SettingsError` (or rclpy's `ParameterException`) when the parameters are unusable.
+    """
 
     def __init__(self, node_name: str = "ivtuning_perception", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
@@ -82,17 +98,22 @@ class PerceptionNode(LifecycleNode):
         self._config = None
         self._pairer: FramePairer | None = None
         self._worker: threading.Thread | None = None
+        self._display: LatestJobThread | None = None
         self._running = threading.Event()
-        self._subscriptions_: list = []
+        self._subscriptions_: dict[str, object] = {}
+        self._image_qos: dict[str, ReliabilityPolicy] = {}
         self._publishers_: dict = {}
         self._camera_info: dict[str, CameraInfo] = {}
         self._homography: np.ndarray | None = None
         self._logged: set[str] = set()
         self._state = "unconfigured"
         self._ir_was_alive = False
+        self._ir_logged_at = -IR_LOG_PERIOD_S
+        self._ir_changes_unlogged = 0
         self._reported_errors: dict[str, int] = {}
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics)
+        self.create_timer(1.0, self._follow_camera_qos)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     @property
@@ -104,8 +125,11 @@ class PerceptionNode(LifecycleNode):
     def _declare_parameters(self) -> None:
         defaults = default_values()
         for spec in PARAMETERS:
+            # Numbers and lists are checked by `check_value`, so that `ir_timeout: 1` (an
+            # integer in YAML) is read as 1.0 instead of failing on its type.
             descriptor = ParameterDescriptor(description=spec.description,
-                                             read_only=not spec.runtime)
+                                             read_only=not spec.runtime,
+                                             dynamic_typing=spec.kind in (float, list))
             if spec.kind is float and spec.low is not None:
                 descriptor.floating_point_range = [FloatingPointRange(
                     from_value=float(spec.low), to_value=float(spec.high))]
@@ -117,8 +141,11 @@ class PerceptionNode(LifecycleNode):
             self.declare_parameter(spec.name, defaults[spec.name], descriptor)
 
     def _read_settings(self) -> Settings:
-        return settings_from({spec.name: self.get_parameter(spec.name).value
-                              for spec in PARAMETERS})
+        try:
+            return settings_from({spec.name: self.get_parameter(spec.name).value
+                                  for spec in PARAMETERS})
+        except ValueError as exc:
+            raise SettingsError(f"bad parameter: {exc}") from None
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         updates = {}
@@ -128,42 +155,57 @@ class PerceptionNode(LifecycleNode):
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
             updates[parameter.name] = parameter.value
-        if "class_filter" in updates and self.engine is not None:
-            names = [n.strip() for n in updates["class_filter"].split(",") if n.strip()]
-            try:
-                self.engine.set_class_filter(names or None)
-            except ValueError as exc:
-                return SetParametersResult(successful=False, reason=str(exc))
+        if "class_filter" in updates:
+            problem = self._class_filter_problem(updates["class_filter"])
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+            if self.engine is not None:
+                self.engine.set_class_filter(_names(updates["class_filter"]))
         if "score_threshold" in updates and self.engine is not None:
             self.engine.set_score_threshold(updates["score_threshold"])
-        values = {**self.settings.__dict__, **updates}
-        self.settings = Settings(**values)
+        self.settings = settings_from({**self.settings.__dict__, **updates})
         if "score_threshold" in updates and "label_info" in self._publishers_:
             self._publish_label_info()
         return SetParametersResult(successful=True)
+
+    def _class_filter_problem(self, class_filter: str) -> str | None:
+        """Unknown class names, once a model is loaded (checked again at configure)."""
+        if self._config is None or self._config.detection is None:
+            return None
+        known = list(self._config.detection.classes)
+        unknown = sorted(set(_names(class_filter) or []) - set(known))
+        return (f"class_filter names unknown class(es) {unknown}; the model detects {known}"
+                if unknown else None)
 
     # Lifecycle --------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.settings = self._read_settings()
             self._model, self._config = self._load_model()
+            problem = self._class_filter_problem(self.settings.class_filter)
+            if problem:
+                raise SettingsError(problem)
             self._homography = self._parameter_homography()
             self._create_engine()
-        except (ConfigError, WeightsError, ValueError, OSError) as exc:
-            self.get_logger().error(f"configure failed: {exc}")
-            self._state = f"configure failed: {exc}"
-            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # every way a configuration can fail ends here, readably
+            return self._transition_failed("configure", exc)
         self._create_publishers()
         self._publish_label_info()
         self._state = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.engine is None:
-            self._create_engine()
+        try:
+            if self.engine is None:
+                self._create_engine()
+        except Exception as exc:
+            return self._transition_failed("activate", exc)
         settings = self.settings
         self._pairer = FramePairer(int(settings.slop * 1e9), int(settings.ir_timeout * 1e9),
-                                   int(settings.stale_after * 1e9))
+                                   int(settings.stale_after * 1e9),
+                                   max_wait_ns=int(settings.ir_max_wait * 1e9))
+        self._display = LatestJobThread("ivtuning-display", self._publish_display,
+                                        self._display_failed)
         self._subscribe()
         self._running.set()
         self._worker = threading.Thread(target=self._work, name="ivtuning-inference",
@@ -190,15 +232,25 @@ class PerceptionNode(LifecycleNode):
         self._stop()
         return TransitionCallbackReturn.SUCCESS
 
+    def _transition_failed(self, transition: str, exc: Exception) -> TransitionCallbackReturn:
+        reason = str(exc) if isinstance(exc, (ValueError, OSError)) \
+            else f"{type(exc).__name__}: {exc}"
+        self._state = f"{transition} failed: {reason}"
+        self.get_logger().error(self._state)
+        return TransitionCallbackReturn.FAILURE
+
     def _stop(self) -> None:
-        """Stop subscriptions and the worker; free the GPU (the model stays on the CPU)."""
+        """Stop subscriptions and the threads; free the GPU (the model stays on the CPU)."""
         self._running.clear()
         if self._pairer is not None:
             self._pairer.close()
         if self._worker is not None:
             self._worker.join(timeout=30)
             self._worker = None
-        for subscription in self._subscriptions_:
+        if self._display is not None:
+            self._display.stop()
+            self._display = None
+        for subscription in self._subscriptions_.values():
             self.destroy_subscription(subscription)
         self._subscriptions_.clear()
         if self.engine is not None:
@@ -210,12 +262,19 @@ class PerceptionNode(LifecycleNode):
     # Set-up -----------------------------------------------------------------------------
     def _load_model(self):
         settings = self.settings
-        path = Path(settings.model_config) if settings.model_config else None
+        if settings.checkpoint and settings.model_overrides:
+            raise SettingsError("model_overrides apply to a model_config, but a checkpoint "
+                                "carries its own config: clear model_overrides")
+        name = settings.model_config or ("" if settings.checkpoint else DEFAULT_MODEL_CONFIG)
+        path = Path(name) if name else None
         if path is not None and not path.is_file():
-            path = package_dir("models") / settings.model_config
+            path = package_dir("models") / name
+            if not path.is_file():
+                raise SettingsError(f"model_config '{name}' is neither a file nor a config "
+                                    f"under {package_dir('models')}")
         model, config, trained = load_model(
-            None if settings.checkpoint else path, settings.checkpoint or None,
-            base_weights=settings.base_weights or None, overrides=settings.model_overrides.split())
+            path, settings.checkpoint or None, base_weights=settings.base_weights or None,
+            overrides=settings.model_overrides.split())
         if trained:
             self.get_logger().info(f"loaded checkpoint {settings.checkpoint} ({config.name})")
         else:
@@ -228,6 +287,10 @@ class PerceptionNode(LifecycleNode):
         device = settings.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise SettingsError(f"device '{device}' asked for, but this torch "
+                                f"({torch.__version__}) sees no CUDA device; use device "
+                                "'cpu' or 'auto'")
         options = EngineOptions(
             device=device, precision=None if settings.precision == "auto" else settings.precision,
             cuda_graphs=settings.cuda_graphs, score_threshold=settings.score_threshold,
@@ -248,6 +311,7 @@ class PerceptionNode(LifecycleNode):
         self._publishers_ = {
             "detections": self.create_publisher(Detection2DArray, "~/detections", 10),
             "mask": self.create_publisher(Image, "~/segmentation/mask", 10),
+            "fusion_state": self.create_publisher(DiagnosticArray, "~/fusion_state", 10),
             "color": self.create_publisher(Image, "~/segmentation/color", 10),
             "debug": self.create_publisher(Image, "~/debug_image", 10),
             "registered_ir": self.create_publisher(Image, "~/ir/registered", 10),
@@ -256,25 +320,60 @@ class PerceptionNode(LifecycleNode):
                                                     LATCHED),
         }
 
+    # Subscriptions and their QoS --------------------------------------------------------
     def _subscribe(self) -> None:
         settings = self.settings
-        reliability = (ReliabilityPolicy.BEST_EFFORT if settings.qos_reliability == "best_effort"
-                       else ReliabilityPolicy.RELIABLE)
-        qos = QoSProfile(depth=settings.qos_depth, reliability=reliability)
-        kind, suffix = (CompressedImage, "/compressed") if settings.use_compressed else (Image, "")
-        self._subscriptions_ = [
-            self.create_subscription(kind, "~/rgb/image" + suffix, self._on_rgb, qos),
-            self.create_subscription(kind, "~/ir/image" + suffix, self._on_ir, qos),
-        ]
+        suffix = "/compressed" if settings.use_compressed else ""
+        for stream in ("rgb", "ir"):
+            self._subscribe_image(stream, self._wanted_reliability(f"~/{stream}/image{suffix}"))
         if settings.registration == "camera_info":
+            qos = QoSProfile(depth=settings.qos_depth, reliability=ReliabilityPolicy.BEST_EFFORT)
             for stream in ("rgb", "ir"):
-                self._subscriptions_.append(self.create_subscription(
+                self._subscriptions_[f"{stream}_info"] = self.create_subscription(
                     CameraInfo, f"~/{stream}/camera_info",
-                    lambda msg, s=stream: self._on_camera_info(s, msg), qos))
+                    lambda msg, s=stream: self._on_camera_info(s, msg), qos)
+
+    def _subscribe_image(self, stream: str, reliability: ReliabilityPolicy) -> None:
+        settings = self.settings
+        kind, suffix = (CompressedImage, "/compressed") if settings.use_compressed else (Image, "")
+        old = self._subscriptions_.pop(stream, None)
+        if old is not None:
+            self.destroy_subscription(old)
+        callback = self._on_rgb if stream == "rgb" else self._on_ir
+        subscription = self.create_subscription(
+            kind, f"~/{stream}/image{suffix}", callback,
+            QoSProfile(depth=settings.qos_depth, reliability=reliability))
+        self._subscriptions_[stream] = subscription
+        self._image_qos[stream] = reliability
         self.get_logger().info(
-            f"subscribed to {kind.__name__} ~/rgb/image{suffix}, ~/ir/image{suffix} "
-            f"({settings.qos_reliability}, depth {settings.qos_depth}); "
-            f"registration: {settings.registration}")
+            f"subscribed to {kind.__name__} {subscription.topic_name} "
+            f"({'reliable' if reliability == ReliabilityPolicy.RELIABLE else 'best effort'}, "
+            f"depth {settings.qos_depth}; qos_reliability: {settings.qos_reliability})")
+
+    def _wanted_reliability(self, topic: str) -> ReliabilityPolicy:
+        """The setting, or with ``auto`` what the camera publishers offer: reliable only when
+        every publisher is (best effort matches both kinds, but drops most large frames
+        between processes on localhost)."""
+        setting = self.settings.qos_reliability
+        if setting != "auto":
+            return ReliabilityPolicy.RELIABLE if setting == "reliable" \
+                else ReliabilityPolicy.BEST_EFFORT
+        offered = [info.qos_profile.reliability for info in self.get_publishers_info_by_topic(
+            self.resolve_topic_name(topic, only_expand=False))]
+        return ReliabilityPolicy.RELIABLE if offered and all(
+            r == ReliabilityPolicy.RELIABLE for r in offered) else ReliabilityPolicy.BEST_EFFORT
+
+    def _follow_camera_qos(self) -> None:
+        """With ``qos_reliability: auto``, re-subscribe when the camera publishers change."""
+        if self.settings.qos_reliability != "auto" or not self._running.is_set():
+            return
+        for stream in ("rgb", "ir"):
+            subscription = self._subscriptions_.get(stream)
+            if subscription is None:
+                continue
+            wanted = self._wanted_reliability(subscription.topic_name)
+            if wanted != self._image_qos[stream]:
+                self._subscribe_image(stream, wanted)
 
     # Callbacks --------------------------------------------------------------------------
     def _on_rgb(self, msg) -> None:
@@ -289,19 +388,47 @@ class PerceptionNode(LifecycleNode):
         received = time.monotonic_ns()
         self.stats.arrived(stream, received)
         pairer = self._pairer
-        if pairer is None:
+        if pairer is None or not self._checked_header(stream, msg.header):
             return
         try:
-            array = convert(msg)
+            array = convert(msg, max_pixels=self.settings.max_image_pixels)
         except ImageError as exc:
             self._bad_input(f"{stream}_{exc.kind}", f"{stream} image: {exc}")
             return
+        if stream == "ir" and count_non_finite(array):
+            self._bad_input("ir_non_finite", "IR image has NaN or infinite pixels: +inf reads "
+                            "as the hottest, -inf and NaN as the coldest value of the frame")
         cost_ms = (time.monotonic_ns() - received) / 1e6
         frame = Frame(stamp_ns(msg.header.stamp), (array, msg.header, cost_ms), received)
         accepted = pairer.add_rgb(frame) if stream == "rgb" else pairer.add_ir(frame)
         if not accepted:
             self._bad_input(f"{stream}_stamps_backwards",
                             f"{stream} image stamp went backwards; frame ignored")
+
+    def _checked_header(self, stream: str, header) -> bool:
+        """Repair or refuse implausible headers (documented in README): a zero stamp becomes
+        the receipt time on the node's clock; a stamp farther than ``max_stamp_offset`` from
+        the node's clock refuses the frame; an empty RGB frame_id becomes
+        ``fallback_frame_id``."""
+        now = self.get_clock().now()
+        if header.stamp.sec == 0 and header.stamp.nanosec == 0:
+            header.stamp = now.to_msg()
+            self._bad_input(f"{stream}_stamp_zero", f"{stream} image stamp is zero; stamped "
+                            "with the receipt time instead (fix the camera driver's stamps)")
+        limit = self.settings.max_stamp_offset
+        offset_s = (stamp_ns(header.stamp) - now.nanoseconds) / 1e9
+        if limit > 0 and abs(offset_s) > limit:
+            self._bad_input(f"{stream}_stamp_implausible",
+                            f"{stream} image stamp is {offset_s:+.1f} s from the node's clock "
+                            f"(max_stamp_offset {limit:g} s); frame refused. Synchronise the "
+                            "clocks, set use_sim_time when replaying a bag, or set "
+                            "max_stamp_offset to 0")
+            return False
+        if stream == "rgb" and not header.frame_id:
+            header.frame_id = self.settings.fallback_frame_id
+            self._bad_input("rgb_frame_id_empty", "RGB image has an empty frame_id; outputs "
+                            f"use fallback_frame_id '{header.frame_id}'")
+        return True
 
     def _on_camera_info(self, stream: str, msg: CameraInfo) -> None:
         self._camera_info[stream] = msg
@@ -327,6 +454,8 @@ class PerceptionNode(LifecycleNode):
             try:
                 self._process(pair)
             except Exception as exc:  # the worker must outlive any single bad frame
+                if not self._running.is_set():
+                    return  # shutting down: publishers may be gone already
                 self._bad_input(f"processing_{type(exc).__name__}",
                                 f"processing a frame failed: {type(exc).__name__}: {exc}")
 
@@ -335,9 +464,6 @@ class PerceptionNode(LifecycleNode):
         rgb, bgr = rgb_array
         ir, ir_cost = (pair.ir.data[0], pair.ir.data[2]) if pair.ir is not None else (None, 0.0)
         self._note_ir_state()
-        if pair.alone_because == "stamps_apart":
-            self._bad_input("stamps_apart", "RGB and IR stamps are farther apart than 'slop'; "
-                            "that RGB frame ran RGB-only (check camera clocks and 'slop')")
         homography = self._homography
         try:
             result = self.engine.infer(rgb, ir, homography, bgr=bgr)
@@ -345,47 +471,79 @@ class PerceptionNode(LifecycleNode):
             self._bad_input("engine_input", f"frame refused by the engine: {exc}")
             return
         start = time.monotonic_ns()
-        self._publish(header, rgb, bgr, ir, homography, result)
+        self._publish(pair, header, result)
+        if self._display_wanted():
+            self._display.submit((header, rgb, bgr, ir, homography, result))
         publish_ms = (time.monotonic_ns() - start) / 1e6
-        now_ns = self.get_clock().now().nanoseconds
-        self.stats.arrived("output", time.monotonic_ns())
-        self.stats.sample("latency", result.timings_ms["total"])
-        self.stats.sample("age", (now_ns - stamp_ns(header.stamp)) / 1e6)
-        self.stats.sample("overhead", rgb_cost + ir_cost + publish_ms)
+        now = time.monotonic_ns()
+        self.stats.output(now, pair.alone_because)
+        self.stats.sample("latency", result.timings_ms["total"], now)
+        self.stats.sample("age", (self.get_clock().now().nanoseconds
+                                  - stamp_ns(header.stamp)) / 1e6, now)
+        self.stats.sample("overhead", rgb_cost + ir_cost + publish_ms, now)
 
     def _note_ir_state(self) -> None:
+        """Log IR coming and going, at most once per IR_LOG_PERIOD_S (a flaky cable would
+        otherwise flood the log); the count of changes in between goes with the message."""
         alive = self._pairer.ir_alive()
-        if alive != self._ir_was_alive:
-            # One call site per severity: rclpy refuses two severities at one site.
-            if alive:
-                self.get_logger().info("IR stream up: fusing RGB + IR")
-            else:
-                self.get_logger().warning("IR stream silent: RGB-only inference until it "
-                                          "returns")
-            self._ir_was_alive = alive
+        if alive == self._ir_was_alive:
+            return
+        self._ir_was_alive = alive
+        now = time.monotonic()
+        if now - self._ir_logged_at < IR_LOG_PERIOD_S:
+            self._ir_changes_unlogged += 1
+            return
+        changes = (f" ({self._ir_changes_unlogged} changes since the last message)"
+                   if self._ir_changes_unlogged else "")
+        self._ir_logged_at, self._ir_changes_unlogged = now, 0
+        # One call site per severity: rclpy refuses two severities at one site.
+        if alive:
+            self.get_logger().info(f"IR stream up: fusing RGB + IR{changes}")
+        else:
+            self.get_logger().warning("IR stream silent: RGB-only inference until it "
+                                      f"returns{changes}")
 
     # Publishing -------------------------------------------------------------------------
-    def _publish(self, header, rgb, bgr, ir, homography, result: Result) -> None:
+    def _publish(self, pair: Pair, header, result: Result) -> None:
+        """What every client needs, on the worker: detections, class mask, fusion state."""
         pubs = self._publishers_
         if result.detections is not None:
             pubs["detections"].publish(detections_to_msg(header, result.detections))
-        color = None
         if result.class_map is not None:
             pubs["mask"].publish(image_msg(header, result.class_map, "mono8"))
-            if pubs["color"].get_subscription_count() or pubs["debug"].get_subscription_count():
-                color = result.color_map()
+        pubs["fusion_state"].publish(fusion_state_msg(
+            header, pair.ir.data[1] if pair.ir is not None else None, pair.alone_because))
+
+    def _display_wanted(self) -> bool:
+        pubs = self._publishers_
+        return any(pubs[k].get_subscription_count() for k in ("color", "debug", "registered_ir"))
+
+    def _publish_display(self, job) -> None:
+        """Display-only images, on the display thread, for the topics someone watches."""
+        header, rgb, bgr, ir, homography, result = job
+        pubs, engine = self._publishers_, self.engine
+        if engine is None:
+            return
+        color = None
+        if result.class_map is not None and (pubs["color"].get_subscription_count()
+                                             or pubs["debug"].get_subscription_count()):
+            color = result.color_map()
             if pubs["color"].get_subscription_count():
                 pubs["color"].publish(image_msg(header, color, "rgb8"))
         if pubs["debug"].get_subscription_count():
             settings = self.settings
-            image = rgb[..., ::-1] if bgr else rgb
-            overlay = draw_overlay(image, result.detections, self.engine.class_names, color,
-                                   settings.overlay_alpha, settings.overlay_mask,
-                                   settings.overlay_labels)
+            overlay = draw_overlay(rgb[..., ::-1] if bgr else rgb, result.detections,
+                                   engine.class_names, color, settings.overlay_alpha,
+                                   settings.overlay_mask, settings.overlay_labels)
             pubs["debug"].publish(image_msg(header, overlay, "rgb8"))
         if ir is not None and pubs["registered_ir"].get_subscription_count():
-            registered = self.engine.register_ir(ir, homography, rgb.shape)
+            registered = engine.register_ir(ir, homography, rgb.shape)
             pubs["registered_ir"].publish(image_msg(header, registered, "mono8"))
+
+    def _display_failed(self, exc: Exception) -> None:
+        if self._running.is_set():
+            self._bad_input(f"display_{type(exc).__name__}",
+                            f"drawing a display image failed: {type(exc).__name__}: {exc}")
 
     def _publish_label_info(self) -> None:
         stamp = self.get_clock().now().to_msg()
@@ -410,15 +568,23 @@ class PerceptionNode(LifecycleNode):
         status = DiagnosticStatus(name=f"{self.get_name()}: pipeline",
                                   hardware_id=self.engine.device.type if self.engine else "")
         counters = {f"bad_input_{k}": v for k, v in self.stats.errors.items()}
+        counters.update({f"outputs_{k}": v for k, v in self.stats.outputs.items()})
         if self._pairer is not None:
             counters.update({f"pairs_{k}": v for k, v in self._pairer.counters.items()})
-        ir_alive = self._pairer is not None and self._pairer.ir_alive()
-        latency, age, overhead = (self.stats.percentiles(k)
+        if self._display is not None:
+            counters["display_frames_skipped"] = self._display.dropped
+        fusion = self._fusion_summary(now)
+        latency, age, overhead = (self.stats.percentiles(k, now)
                                   for k in ("latency", "age", "overhead"))
-        status.level, status.message = self._level(ir_alive)
+        status.level, status.message = self._level(fusion)
         values = {
             "state": self._state,
-            "ir_state": "fused" if ir_alive else "rgb_only (IR silent)",
+            "precision": self.engine.precision if self.engine else "",
+            "ir_state": fusion["state"],
+            "fused_fraction": f"{fusion['fraction']:.3f}",
+            "ir_stamp_offset_ms": fusion["offset_ms"],
+            "rgb_qos": _qos_name(self._image_qos.get("rgb")),
+            "ir_qos": _qos_name(self._image_qos.get("ir")),
             "rgb_rate_hz": f"{self.stats.rate('rgb', now):.2f}",
             "ir_rate_hz": f"{self.stats.rate('ir', now):.2f}",
             "output_rate_hz": f"{self.stats.rate('output', now):.2f}",
@@ -433,38 +599,140 @@ class PerceptionNode(LifecycleNode):
         message.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(message)
 
-    def _level(self, ir_alive: bool) -> tuple[bytes, str]:
-        """WARN while bad input keeps arriving (new since the last report) or IR is silent."""
+    def _fusion_summary(self, now_ns: int) -> dict:
+        """Fusion over the recent window: outputs, fused fraction, the main RGB-only reason,
+        the IR stamp offset, and one state word for ``ir_state``."""
+        outputs, fused, reasons = self.stats.fusion(now_ns)
+        pairer = self._pairer
+        offset = pairer.stamp_offset_ns() if pairer is not None else None
+        if pairer is None:
+            state = "inactive"
+        elif not pairer.ir_alive():
+            state = "rgb_only (IR silent)"
+        elif outputs and not fused:
+            state = f"rgb_only ({reasons.most_common(1)[0][0]})"
+        else:
+            state = "fused" if fused else "waiting for frames"
+        return {"outputs": outputs, "fused": fused, "fraction": fused / outputs if outputs
+                else 0.0, "reasons": reasons, "state": state,
+                "offset_ms": "" if offset is None else f"{offset / 1e6:.1f}"}
+
+    def _level(self, fusion: dict) -> tuple[bytes, str]:
+        """ERROR when the node cannot run; WARN only for a cause a user can act on (IR silent,
+        nothing fused, new bad input); OK otherwise, whatever share of frames is fused."""
         errors = dict(self.stats.errors)
         new = sorted(k for k, v in errors.items() if v > self._reported_errors.get(k, 0))
         self._reported_errors = errors
-        if self._state.startswith("configure failed"):
+        if "failed" in self._state:
             return DiagnosticStatus.ERROR, self._state
         if self._state != "active":
             return DiagnosticStatus.OK, self._state
+        window = f"{HORIZON_NS / 1e9:.0f} s"
+        if fusion["state"].endswith("(IR silent)"):
+            return DiagnosticStatus.WARN, (
+                f"IR silent for over {self.settings.ir_timeout:g} s: RGB-only inference; check "
+                "the thermal camera and the ~/ir/image remapping")
+        if fusion["outputs"] >= MIN_OUTPUTS_FOR_WARN and not fusion["fused"]:
+            slop_ms = self.settings.slop * 1e3
+            if fusion["reasons"].get("ir_clock_offset"):
+                return DiagnosticStatus.WARN, (
+                    f"no output fused in {window}: IR stamps are about {fusion['offset_ms']} ms "
+                    f"off RGB, beyond slop ({slop_ms:g} ms); synchronise the camera clocks "
+                    "(PTP/chrony) or stamp both at exposure")
+            return DiagnosticStatus.WARN, (
+                f"no output fused in {window} although IR arrives: no IR stamp within slop "
+                f"({slop_ms:g} ms) of the RGB frames processed; raise slop or check the stamps")
         if new:
-            return DiagnosticStatus.WARN, f"bad input: {', '.join(new)}"
-        if not ir_alive:
-            return DiagnosticStatus.WARN, "IR silent: RGB-only inference"
-        return DiagnosticStatus.OK, "fusing RGB + IR"
+            return DiagnosticStatus.WARN, f"bad input: {', '.join(new)} (see the log)"
+        if fusion["fused"]:
+            return DiagnosticStatus.OK, (f"fusing RGB + IR ({100 * fusion['fraction']:.0f}% "
+                                         f"of outputs in {window})")
+        return DiagnosticStatus.OK, "running"
+
+
+def _names(class_filter: str) -> list[str] | None:
+    names = [n.strip() for n in class_filter.split(",") if n.strip()]
+    return names or None
+
+
+def _qos_name(reliability: ReliabilityPolicy | None) -> str:
+    if reliability is None:
+        return ""
+    return "reliable" if reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+
+
+# Entry point --------------------------------------------------------------------------------
+class _StopRequested(BaseException):
+    """SIGINT/SIGTERM: unwinds whatever the main thread runs (model loading included)."""
+
+
+def _stop_requested(signum, frame) -> None:
+    raise _StopRequested
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point (``perception_node``, as ``ros2 run ivtuning_ros perception_node``)."""
-    rclpy.init(args=args)
-    node = PerceptionNode()
+    """Entry point (``perception_node``, as ``ros2 run ivtuning_ros perception_node``).
+
+    Exit codes: 0 after SIGINT/SIGTERM at any phase; 2 for unusable parameters (bad
+    parameters file, bad value); 1 when configure or activate fails with ``autostart``.
+    """
+    sys.exit(run(args))
+
+
+def run(args: list[str] | None = None) -> int:
+    """`main` without exiting; returns the exit code. Every error is one line on stderr."""
+    # Python handlers instead of rclpy's: rclpy's only shut the context down, which leaves a
+    # start-up in progress (model loading, warm-up) to fail later with a traceback.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop_requested)
+    context = rclpy.Context()
+    node = None
     try:
-        if node.settings.autostart:
-            node.trigger_configure()
-            if node._state == "inactive":
-                node.trigger_activate()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        try:
+            rclpy.init(args=args, context=context,
+                       signal_handler_options=SignalHandlerOptions.NO)
+        except Exception as exc:
+            return _fail(f"cannot start: {_first_line(exc)} (check the --ros-args and the "
+                         "parameters file's YAML)", 2)
+        try:
+            node = PerceptionNode(context=context)
+        except (SettingsError, ParameterException) as exc:
+            return _fail(f"{_first_line(exc)}; fix it in the parameters file", 2)
+        if node.settings.autostart and not _start(node):
+            return 1
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        while context.ok():
+            executor.spin_once(timeout_sec=0.1)
+        return 0
+    except _StopRequested:
+        return 0
     finally:
-        node._stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up
+        if node is not None:
+            node._stop()
+            node.destroy_node()
+        context.try_shutdown()
+
+
+def _start(node: PerceptionNode) -> bool:
+    """configure + activate; False (the reason already logged) when either fails."""
+    node.trigger_configure()
+    if node._state != "inactive":
+        return False
+    node.trigger_activate()
+    return node._state == "active"
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"perception_node: {message}", file=sys.stderr)
+    return code
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 defaults from config/perception.yaml, read into a typed `Settings` object (no rclpy here)."""
 from __future__ import annotations
 
+import re
+from array import array as Array
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
 
 PACKAGE = "ivtuning_ros"
+DEFAULT_MODEL_CONFIG = "ivt_swin_t_realtime.yaml"
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -23,8 +27,11 @@ class ParamSpec:
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model_config", str, "model config YAML: a path, or a file name under the "
-              "package's models/ folder"),
-    ParamSpec("model_overrides", str, "space-separated key=value overrides of the model config"),
+              "package's models/ folder; empty: the checkpoint's own config, or "
+              f"{DEFAULT_MODEL_CONFIG} without a checkpoint. Set next to a checkpoint, it "
+              "must name the checkpoint's model"),
+    ParamSpec("model_overrides", str, "space-separated key=value overrides of the model "
+              "config (not with a checkpoint, which carries its config)"),
     ParamSpec("checkpoint", str, "full or adapter checkpoint; empty runs untrained weights"),
     ParamSpec("base_weights", str, "frozen Swin weights under an adapter checkpoint"),
     ParamSpec("device", str, "auto (cuda if available), cpu, cuda or cuda:N"),
@@ -38,14 +45,25 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_detections", int, "most detections per frame", low=1, high=1000),
     ParamSpec("use_compressed", bool, "subscribe to sensor_msgs/CompressedImage on "
               "<image topic>/compressed"),
-    ParamSpec("qos_reliability", str, "image subscription reliability",
-              choices=("best_effort", "reliable")),
+    ParamSpec("qos_reliability", str, "image subscription reliability; auto follows the "
+              "camera publishers (reliable when all of them are, else best effort), as "
+              "rosbag2 does", choices=("auto", "best_effort", "reliable")),
     ParamSpec("qos_depth", int, "image subscription queue depth", low=1, high=100),
     ParamSpec("slop", float, "largest RGB-IR stamp difference of a pair, s", low=0.0, high=1.0),
+    ParamSpec("ir_max_wait", float, "longest an RGB frame waits (receipt time) for an IR "
+              "frame within slop, s", low=0.0, high=1.0),
     ParamSpec("ir_timeout", float, "seconds without IR before RGB-only inference", low=0.01,
               high=60.0),
     ParamSpec("stale_after", float, "a pair older than this (s) when the worker is free is "
               "dropped", low=0.01, high=60.0),
+    ParamSpec("max_image_pixels", int, "larger input images (width x height, raw or "
+              "compressed, checked before conversion or decoding) are refused", low=1,
+              high=1 << 30),
+    ParamSpec("max_stamp_offset", float, "frames stamped farther than this (s) from the "
+              "node's clock are refused (0: no check; replaying a bag needs use_sim_time or 0)",
+              low=0.0, high=1e9),
+    ParamSpec("fallback_frame_id", str, "frame_id given to outputs of RGB frames whose "
+              "frame_id is empty"),
     ParamSpec("registration", str, "IR->RGB registration: scale (co-located cameras, same "
               "field of view), homography (parameter) or camera_info (both CameraInfo + "
               "extrinsics + working distance)", choices=("scale", "homography", "camera_info")),
@@ -65,6 +83,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("autostart", bool, "configure and activate the lifecycle node on start"),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
+KIND_NAMES = {str: "a string", float: "a number", int: "an integer", bool: "true or false",
+              list: "a list of numbers"}
 
 
 @dataclass
@@ -85,8 +105,12 @@ class Settings:
     qos_reliability: str
     qos_depth: int
     slop: float
+    ir_max_wait: float
     ir_timeout: float
     stale_after: float
+    max_image_pixels: int
+    max_stamp_offset: float
+    fallback_frame_id: str
     registration: str
     homography: list
     ir_to_rgb_translation: list
@@ -127,6 +151,10 @@ def default_values() -> dict:
 def check_value(name: str, value) -> str | None:
     """Why ``value`` is not acceptable for parameter ``name``, or None if it is."""
     spec = SPECS[name]
+    if not _has_kind(value, spec.kind):
+        return f"{name} must be {KIND_NAMES[spec.kind]}, got {value!r}"
+    if name == "device" and not DEVICE.fullmatch(value):
+        return f"device must be auto, cpu, cuda or cuda:N, got '{value}'"
     if spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)}, got '{value}'"
     if spec.low is not None and not spec.low <= value <= spec.high:
@@ -138,9 +166,27 @@ def check_value(name: str, value) -> str | None:
     return None
 
 
+def _has_kind(value, kind: type) -> bool:
+    """Integers pass for numbers (``ir_timeout: 1`` means 1.0), as in any YAML reader."""
+    if kind is list:
+        return isinstance(value, (list, tuple, Array)) and all(
+            _has_kind(v, float) for v in value)
+    if isinstance(value, bool) != (kind is bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
 def settings_from(values: dict) -> Settings:
-    """Build `Settings`; ValueError names every bad value."""
+    """Build `Settings` (integers given for float parameters become floats); ValueError
+    names every bad value."""
     problems = [p for p in (check_value(n, values[n]) for n in SPECS) if p]
     if problems:
         raise ValueError("; ".join(problems))
-    return Settings(**{f.name: values[f.name] for f in fields(Settings)})
+    return Settings(**{f.name: _typed(f.name, values[f.name]) for f in fields(Settings)})
+
+
+def _typed(name: str, value):
+    kind = SPECS[name].kind
+    if kind is float:
+        return float(value)
+    return [float(v) for v in value] if kind is list else value

@@ -25,7 +25,8 @@ TEST_PARAMETERS = {"model_config": "ivt_tiny_test.yaml", "device": "cpu",
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 OUTPUTS = {"detections": Detection2DArray, "segmentation/mask": Image,
-           "segmentation/color": Image, "debug_image": Image, "ir/registered": Image}
+           "segmentation/color": Image, "debug_image": Image, "ir/registered": Image,
+           "fusion_state": DiagnosticArray}
 
 
 def rgb_image(stamp, frame_id="rgb_optical_frame", seed=0) -> Image:
@@ -47,21 +48,23 @@ def ir_image(stamp, frame_id="ir_optical_frame", seed=0) -> Image:
 class Harness:
     """Starts the node (configured and active) and a client with publishers/subscribers."""
 
-    def __init__(self, context, **parameters) -> None:
+    def __init__(self, context, camera_qos=10, outputs=tuple(OUTPUTS), **parameters) -> None:
         values = {**TEST_PARAMETERS, **parameters}
         self.node = PerceptionNode(context=context, parameter_overrides=[
             Parameter(k, value=v) for k, v in values.items()])
         self.client = rclpy.create_node("test_client", context=context)
         self.received: dict[str, list] = defaultdict(list)
         self._lock = threading.Lock()
-        for topic, kind in OUTPUTS.items():
-            self.subscribe(topic, kind)
+        self.outputs = outputs
+        for topic in outputs:
+            self.subscribe(topic, OUTPUTS[topic])
         self.client.create_subscription(DiagnosticArray, "/diagnostics",
                                         lambda m: self._store("diagnostics", m), 10)
         compressed = values.get("use_compressed", False)
         kind, suffix = (CompressedImage, "/compressed") if compressed else (Image, "")
-        self.rgb_pub = self.client.create_publisher(kind, f"/{NAME}/rgb/image{suffix}", 10)
-        self.ir_pub = self.client.create_publisher(kind, f"/{NAME}/ir/image{suffix}", 10)
+        self.rgb_pub = self.client.create_publisher(kind, f"/{NAME}/rgb/image{suffix}",
+                                                    camera_qos)
+        self.ir_pub = self.client.create_publisher(kind, f"/{NAME}/ir/image{suffix}", camera_qos)
         self.info_pubs = {s: self.client.create_publisher(CameraInfo, f"/{NAME}/{s}/camera_info",
                                                           10) for s in ("rgb", "ir")}
         # One single-threaded executor each, as `ros2 run` spins the node (rclpy's
@@ -77,7 +80,7 @@ class Harness:
         self.wait_for(lambda: self.rgb_pub.get_subscription_count() > 0
                       and self.ir_pub.get_subscription_count() > 0, "node subscriptions")
         self.wait_for(lambda: all(self.node.count_subscribers(f"/{NAME}/{t}") > 0
-                                  for t in OUTPUTS), "client subscriptions")
+                                  for t in outputs), "client subscriptions")
 
     def subscribe(self, topic: str, kind, qos=10) -> None:
         self.client.create_subscription(kind, f"/{NAME}/{topic}",
@@ -86,6 +89,14 @@ class Harness:
     def _store(self, topic: str, msg) -> None:
         with self._lock:
             self.received[topic].append(msg)
+
+    def fusion_states(self) -> list[dict[str, str]]:
+        """``~/fusion_state`` so far: the values of each message, plus its RGB ``stamp_ns``."""
+        with self._lock:
+            messages = list(self.received["fusion_state"])
+        return [{**{kv.key: kv.value for kv in m.status[0].values},
+                 "stamp_ns": m.header.stamp.sec * 10**9 + m.header.stamp.nanosec}
+                for m in messages]
 
     def count(self, topic: str) -> int:
         with self._lock:
