@@ -31,7 +31,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ivtuning = ivtuning_ros.cli:main",
-            "perception_node = ivtuning_ros.ros.node:main",
+            "perception_node = ivtuning_ros.ros.entry:main",
         ],
     },
 )

@@ -10,14 +10,11 @@ logged once per kind, counted in /diagnostics, and never stops the node.
 """
 from __future__ import annotations
 
-import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
@@ -26,11 +23,8 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.exceptions import ParameterException
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import (
     Detection2DArray,
@@ -239,16 +233,19 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().error(self._state)
         return TransitionCallbackReturn.FAILURE
 
-    def _stop(self) -> None:
-        """Stop subscriptions and the threads; free the GPU (the model stays on the CPU)."""
+    def _stop(self, join_timeout: float = 30.0) -> None:
+        """Stop subscriptions and the threads; free the GPU (the model stays on the CPU).
+
+        The worker finishes the frame it is on; ``join_timeout`` bounds the wait for it (the
+        process exit passes a short one: a late publish fails silently once stopped)."""
         self._running.clear()
         if self._pairer is not None:
             self._pairer.close()
         if self._worker is not None:
-            self._worker.join(timeout=30)
+            self._worker.join(timeout=join_timeout)
             self._worker = None
         if self._display is not None:
-            self._display.stop()
+            self._display.stop(timeout=join_timeout)
             self._display = None
         for subscription in self._subscriptions_.values():
             self.destroy_subscription(subscription)
@@ -659,81 +656,3 @@ def _qos_name(reliability: ReliabilityPolicy | None) -> str:
     if reliability is None:
         return ""
     return "reliable" if reliability == ReliabilityPolicy.RELIABLE else "best_effort"
-
-
-# Entry point --------------------------------------------------------------------------------
-class _StopRequested(BaseException):
-    """SIGINT/SIGTERM: unwinds whatever the main thread runs (model loading included)."""
-
-
-def _stop_requested(signum, frame) -> None:
-    raise _StopRequested
-
-
-def main(args: list[str] | None = None) -> None:
-    """Entry point (``perception_node``, as ``ros2 run ivtuning_ros perception_node``).
-
-    Exit codes: 0 after SIGINT/SIGTERM at any phase; 2 for unusable parameters (bad
-    parameters file, bad value); 1 when configure or activate fails with ``autostart``.
-    """
-    sys.exit(run(args))
-
-
-def run(args: list[str] | None = None) -> int:
-    """`main` without exiting; returns the exit code. Every error is one line on stderr."""
-    # Python handlers instead of rclpy's: rclpy's only shut the context down, which leaves a
-    # start-up in progress (model loading, warm-up) to fail later with a traceback.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _stop_requested)
-    context = rclpy.Context()
-    node = None
-    try:
-        try:
-            rclpy.init(args=args, context=context,
-                       signal_handler_options=SignalHandlerOptions.NO)
-        except Exception as exc:
-            return _fail(f"cannot start: {_first_line(exc)} (check the --ros-args and the "
-                         "parameters file's YAML)", 2)
-        try:
-            node = PerceptionNode(context=context)
-        except (SettingsError, ParameterException) as exc:
-            return _fail(f"{_first_line(exc)}; fix it in the parameters file", 2)
-        if node.settings.autostart and not _start(node):
-            return 1
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        while context.ok():
-            executor.spin_once(timeout_sec=0.1)
-        return 0
-    except _StopRequested:
-        return 0
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up
-        if node is not None:
-            node._stop()
-            node.destroy_node()
-        context.try_shutdown()
-
-
-def _start(node: PerceptionNode) -> bool:
-    """configure + activate; False (the reason already logged) when either fails."""
-    node.trigger_configure()
-    if node._state != "inactive":
-        return False
-    node.trigger_activate()
-    return node._state == "active"
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"perception_node: {message}", file=sys.stderr)
-    return code
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-if __name__ == "__main__":
-    main()

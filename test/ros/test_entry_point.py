@@ -1,12 +1,15 @@
-"""`perception_node` started as `ros2 run` would, with the package's parameters file."""
+"""`perception_node` started as `ros2 run` would, with a parameters file: it runs, it fails
+in one readable line on bad configuration, and it stops cleanly on a signal at any phase."""
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 rclpy = pytest.importorskip("rclpy")
@@ -15,22 +18,64 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
+from ivtuning_ros.model import build_model, load_config, save_checkpoint  # noqa: E402
+
 from .harness import ir_image, rgb_image  # noqa: E402
 
-PARAMS = Path(__file__).resolve().parents[2] / "config" / "perception.yaml"
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = REPO / "config" / "perception.yaml"
+TINY = {"model_config": "ivt_tiny_test.yaml", "device": "cpu", "score_threshold": 0.0}
 
 
-def test_entry_point_reads_the_parameters_file(ros_context, tmp_path):
-    params = yaml.safe_load(PARAMS.read_text())
-    params["/**"]["ros__parameters"].update(model_config="ivt_tiny_test.yaml", device="cpu",
-                                            score_threshold=0.0)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ivtuning_ros.ros.node", "--ros-args",
-         "--params-file", str(params_file), "-r", "__ns:=/robot",
-         "-r", "~/rgb/image:=/robot/front/rgb", "-r", "~/ir/image:=/robot/front/thermal"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+class NodeProcess:
+    """The entry point in a subprocess; its output (stdout + stderr) collected line by line."""
+
+    def __init__(self, tmp_path: Path, text: str | None = None, **parameters) -> None:
+        if text is None:
+            params = yaml.safe_load(PARAMS.read_text())
+            params["/**"]["ros__parameters"].update(parameters)
+            text = yaml.safe_dump(params)
+        params_file = tmp_path / "params.yaml"
+        params_file.write_text(text)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ivtuning_ros.ros.entry", "--ros-args",
+             "--params-file", str(params_file), "-r", "__ns:=/robot",
+             "-r", "~/rgb/image:=/robot/front/rgb", "-r", "~/ir/image:=/robot/front/thermal"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert self.process.poll() is None, self.output
+            assert time.monotonic() < deadline, f"no '{text}' within {timeout} s:\n{self.output}"
+            time.sleep(0.01)
+
+    def finish(self, timeout: float = 60) -> int:
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def stop(self, signum: int) -> tuple[int, float]:
+        """Send ``signum``; (exit code, seconds until exit)."""
+        start = time.monotonic()
+        self.process.send_signal(signum)
+        code = self.finish(timeout=10)
+        return code, time.monotonic() - start
+
+
+def stream_until_detections(ros_context, process: NodeProcess, timeout: float = 60) -> list:
     client = rclpy.create_node("entry_point_client", context=ros_context)
     received = []
     client.create_subscription(Detection2DArray, "/robot/ivtuning_perception/detections",
@@ -40,20 +85,92 @@ def test_entry_point_reads_the_parameters_file(ros_context, tmp_path):
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(client)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while not received and time.monotonic() < deadline:
-            assert process.poll() is None, process.stdout.read()
+            assert process.process.poll() is None, process.output
             stamp = client.get_clock().now().to_msg()
             rgb_pub.publish(rgb_image(stamp))
             ir_pub.publish(ir_image(stamp))
             executor.spin_once(timeout_sec=0.1)
+    finally:
+        executor.shutdown()
+        client.destroy_node()
+    return received
+
+
+def assert_clean(output: str) -> None:
+    assert "Traceback" not in output, output
+    assert "processing a frame failed" not in output, output
+
+
+def test_entry_point_reads_the_parameters_file(ros_context, tmp_path):
+    # ir_timeout written as an integer, as people do: read as 1.0, not refused.
+    process = NodeProcess(tmp_path, **TINY, ir_timeout=1)
+    try:
+        received = stream_until_detections(ros_context, process)
         assert received, "no detections from the entry point within 60 s"
         assert received[0].header.frame_id == "rgb_optical_frame"
     finally:
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=30)
-        executor.shutdown()
-        client.destroy_node()
-    assert process.returncode == 0, output
-    assert "Traceback" not in output
-    assert "engine ready: ivt_tiny_test on cpu" in output
+        code, seconds = process.stop(signal.SIGINT)
+    assert code == 0, process.output
+    assert seconds < 2.0
+    assert_clean(process.output)
+    assert "engine ready: ivt_tiny_test on cpu" in process.output
+
+
+def tiny_checkpoint(tmp_path: Path) -> str:
+    config = load_config(REPO / "models" / "ivt_tiny_test.yaml")
+    path = tmp_path / "tiny.pth"
+    save_checkpoint(build_model(config), config, path)
+    return str(path)
+
+
+BAD_CONFIGURATIONS = {
+    # case: (parameters or raw text, exit code, words the one error line must hold)
+    "out_of_range": ({**TINY, "score_threshold": 5.0}, 2, ["score_threshold"]),
+    "wrong_type": ({**TINY, "slop": "fast"}, 2, ["slop", "number"]),
+    "malformed_yaml": ("/**:\n  ros__parameters: [unclosed\n", 2, ["parameters file"]),
+    "device_name": ({**TINY, "device": "gpu"}, 2, ["device", "cuda"]),
+    "unknown_class": ({**TINY, "class_filter": "Unicorn"}, 1, ["Unicorn", "People"]),
+    "config_vs_checkpoint": ({"model_config": "ivt_demo.yaml", "device": "cpu",
+                              "checkpoint": "TINY_CHECKPOINT"}, 1, ["ivt_tiny_test"]),
+    "missing_config": ({"model_config": "nope.yaml", "device": "cpu"}, 1, ["nope.yaml"]),
+}
+if not torch.cuda.is_available():
+    BAD_CONFIGURATIONS["cuda_missing"] = ({**TINY, "device": "cuda"}, 1, ["CUDA", "cpu"])
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGURATIONS))
+def test_bad_configuration_fails_in_one_readable_line(tmp_path, case):
+    parameters, expected_code, words = BAD_CONFIGURATIONS[case]
+    if isinstance(parameters, str):
+        process = NodeProcess(tmp_path, text=parameters)
+    else:
+        if parameters.get("checkpoint") == "TINY_CHECKPOINT":
+            parameters = {**parameters, "checkpoint": tiny_checkpoint(tmp_path)}
+        process = NodeProcess(tmp_path, **parameters)
+    code = process.finish()
+    assert code == expected_code, process.output
+    assert_clean(process.output)
+    errors = [line for line in process.lines if "perception_node:" in line or "ERROR" in line]
+    assert len(errors) == 1, process.output
+    assert all(word in errors[0] for word in words), errors[0]
+
+
+@pytest.mark.parametrize("phase", ["importing", "warming_up", "running"])
+def test_a_signal_at_any_phase_exits_cleanly_within_2_s(ros_context, tmp_path, phase):
+    # The real-time model: model building and warm-up take seconds on this CPU.
+    process = NodeProcess(tmp_path, model_config="ivt_swin_t_realtime.yaml", device="cpu")
+    signum = signal.SIGTERM
+    if phase == "importing":
+        time.sleep(0.3)
+    elif phase == "warming_up":
+        process.wait_for_line("no checkpoint given")  # model built; warm-up starts now
+    else:
+        process.wait_for_line("engine ready")
+        assert stream_until_detections(ros_context, process, timeout=120)
+        signum = signal.SIGINT
+    code, seconds = process.stop(signum)
+    assert code == 0, process.output
+    assert seconds < 2.0, seconds
+    assert_clean(process.output)

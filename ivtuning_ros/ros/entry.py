@@ -1,0 +1,129 @@
+"""The ``perception_node`` entry point (as ``ros2 run ivtuning_ros perception_node``).
+
+SIGINT/SIGTERM handlers go in before anything heavy is imported, so a signal at any
+phase (importing torch, loading the model, warm-up, spinning) ends the process within a
+moment, with exit code 0 and no traceback. rclpy's own handlers are not used: they only
+shut the context down, which leaves a start-up in progress to fail later with a traceback.
+Every error is one line on stderr.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+EXIT_JOIN_S = 0.5  # at exit, the frame in flight gets this long; its results are not needed
+
+
+class _StopRequested(BaseException):
+    """SIGINT/SIGTERM: unwinds whatever the main thread runs (model loading included)."""
+
+
+def _stop_requested(signum, frame) -> None:
+    raise _StopRequested
+
+
+def main(args: list[str] | None = None) -> None:
+    """Exit codes: 0 after SIGINT/SIGTERM at any phase; 2 for unusable parameters (a bad
+    parameters file, a bad value); 1 when configure or activate fails with ``autostart``."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop_requested)
+    try:
+        code = run(args)
+    except _StopRequested:
+        code = 0
+    # The inference worker may still be inside a torch call (it got EXIT_JOIN_S): a normal
+    # interpreter exit would tear C++ state down under it and abort. Everything is shut
+    # down and flushed by now, so leave without the interpreter's finalisation.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run(args: list[str] | None = None) -> int:
+    """Start, spin until shut down, clean up; returns the exit code."""
+    import rclpy
+    from rclpy.exceptions import ParameterException
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from .node import PerceptionNode, SettingsError
+
+    problem = _params_file_problem(sys.argv if args is None else args)
+    if problem:
+        return _fail(problem, 2)
+    context = rclpy.Context()
+    node = None
+    try:
+        try:
+            rclpy.init(args=args, context=context,
+                       signal_handler_options=SignalHandlerOptions.NO)
+        except Exception as exc:
+            return _fail(f"cannot start: {_first_line(exc)} (check the --ros-args and the "
+                         "parameters file's YAML)", 2)
+        try:
+            node = PerceptionNode(context=context)
+        except (SettingsError, ParameterException) as exc:
+            return _fail(f"{_first_line(exc)}; fix it in the parameters file", 2)
+        if node.settings.autostart and not _start(node):
+            return 1
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        while context.ok():
+            executor.spin_once(timeout_sec=0.1)
+        return 0
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up
+        if node is not None:
+            node._stop(join_timeout=EXIT_JOIN_S)
+            node.destroy_node()
+        context.try_shutdown()
+
+
+def _params_file_problem(args: list[str]) -> str | None:
+    """Why a ``--params-file`` in ``args`` cannot be read, checked before rcl reads it (rcl's
+    own message names its C sources rather than the problem)."""
+    import yaml
+
+    files = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--params-file"]
+    for name in files:
+        try:
+            data = yaml.safe_load(Path(name).read_text())
+        except OSError as exc:
+            return f"cannot read the parameters file {name}: {exc.strerror}"
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            return (f"the parameters file {name} is not valid YAML{where}: "
+                    f"{getattr(exc, 'problem', None) or exc}; fix the file")
+        if not isinstance(data, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)
+                for v in data.values()):
+            return (f"the parameters file {name} must map node names (or /**) to a "
+                    "'ros__parameters:' mapping; see config/perception.yaml")
+    return None
+
+
+def _start(node) -> bool:
+    """configure + activate; False (the reason already logged) when either fails."""
+    node.trigger_configure()
+    if node._state != "inactive":
+        return False
+    node.trigger_activate()
+    return node._state == "active"
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"perception_node: {message}", file=sys.stderr)
+    return code
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+if __name__ == "__main__":
+    main()
