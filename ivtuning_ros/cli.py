@@ -204,7 +204,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stats = run_demo(Path(args.out), args.frames, args.rate, parameters,
                      untrained=not checkpoint)
     print(f"demo: {stats['frames_published']} frames published, "
-          f"{stats['frames_with_results']} with results ({stats['weights']} {stats['model']}); "
+          f"{stats['frames_with_results']} with results, {stats['frames_fused']} of them fused "
+          f"RGB + IR ({stats['weights']} {stats['model']}); "
           f"result age p50 {stats['result_age_ms']['p50']:.0f} ms, p99 "
           f"{stats['result_age_ms']['p99']:.0f} ms; "
           f"{stats['detections_per_frame']['mean']:.1f} detections per frame")

@@ -82,7 +82,8 @@ class Recorder(Node):
         self.diagnostics: dict[str, str] = {}
         self._lock = threading.Lock()
         for topic, kind in (("detections", Detection2DArray), ("debug_image", Image),
-                            ("segmentation/color", Image), ("ir/registered", Image)):
+                            ("segmentation/color", Image), ("ir/registered", Image),
+                            ("fusion_state", DiagnosticArray)):
             self.outputs[topic] = {}
             self.create_subscription(kind, f"/{NODE}/{topic}",
                                      lambda m, t=topic: self._store(t, m), RELIABLE)
@@ -106,6 +107,11 @@ class Recorder(Node):
         with self._lock:
             return sorted(set.intersection(*(set(v) for v in self.outputs.values())))
 
+    def fused(self, stamp: tuple[int, int]) -> bool:
+        """Whether the node used IR for the frame with this RGB stamp."""
+        state = self.outputs["fusion_state"][stamp].status[0]
+        return any(kv.key == "ir_used" and kv.value == "true" for kv in state.values)
+
 
 def run_demo(out_dir: Path, frames: int, rate: float, parameters: dict,
              untrained: bool) -> dict:
@@ -118,9 +124,12 @@ def run_demo(out_dir: Path, frames: int, rate: float, parameters: dict,
     rclpy.init(context=context)
     node = PerceptionNode(context=context, parameter_overrides=[
         Parameter(k, value=v) for k, v in {
-            **parameters, "registration": "homography",
+            # IR frames come once per camera period: silence means several periods.
+            "ir_timeout": max(1.0, 3.0 / rate), **parameters, "registration": "homography",
             "homography": [float(v) for v in homography.flatten()],
-            "qos_reliability": "reliable", "qos_depth": 2}.items()])
+            # The rig below publishes reliably; saying so skips qos_reliability auto's switch
+            # once the publishers are discovered, which could miss the first frame.
+            "qos_reliability": "reliable"}.items()])
     node.trigger_configure()
     node.trigger_activate()
     cameras, recorder = SyntheticCameras(context, scenes, rate), Recorder(context)
@@ -184,6 +193,7 @@ def _write_outputs(out_dir: Path, scenes: list, cameras: SyntheticCameras, recor
         "weights": "untrained" if untrained else "trained",
         "frames_published": cameras.next,
         "frames_with_results": len(stamps),
+        "frames_fused": sum(recorder.fused(s) for s in stamps),
         "detections_per_frame": {"mean": round(float(np.mean(detections)), 2),
                                  "per_frame": detections},
         "result_age_ms": {"p50": round(float(np.percentile(ages, 50)), 1),

@@ -16,7 +16,9 @@ def test_demo_writes_gif_contact_sheet_and_stats(tmp_path):
         "model_config": "ivt_tiny_test.yaml", "device": "cpu", "score_threshold": 0.0},
         untrained=True)
     assert stats["weights"] == "untrained" and stats["frames_published"] == 9
-    assert stats["frames_with_results"] >= 3
+    # A model faster than the cameras: every frame comes back complete and fused.
+    assert stats["frames_with_results"] == 9
+    assert stats["frames_fused"] == 9
     assert json.loads((tmp_path / "stats.json").read_text()) == stats
     gif = Image.open(tmp_path / "demo.gif")
     assert gif.n_frames == stats["frames_with_results"]
