@@ -5,11 +5,13 @@
         checkpoint:=/path/to/adapter.pth device:=cuda
 
 Parameters come from ``params_file`` (default: the package's config/perception.yaml);
-the model_config, checkpoint and device arguments override it only when given. Uses only
-launch APIs shared by Humble, Jazzy and Kilted.
+the model_config, checkpoint and device arguments override it only when given. When the
+node exits (a configuration error prints one line naming the problem and exits non-zero),
+the launch shuts down with it instead of idling. Uses only launch APIs shared by Humble,
+Jazzy and Kilted.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -54,6 +56,7 @@ def _node(context):
         arguments=["--ros-args", "--log-level", value["log_level"]],
         output="screen",
         emulate_tty=True,
+        on_exit=Shutdown(reason="the perception node exited; its last line says why"),
     )]
 
 
