@@ -1,5 +1,6 @@
 """The inference engine: equal to the steps by hand, registration equal to OpenCV, gain
-control as specified, static-buffer reuse equal to fresh eager runs across many frames."""
+control as specified (non-finite IR pixels included), static-buffer reuse equal to fresh
+eager runs across many frames."""
 import cv2
 import numpy as np
 import pytest
@@ -8,7 +9,13 @@ import torch
 from ivtuning_ros.model import build_model
 from ivtuning_ros.model.config import InputConfig
 from ivtuning_ros.model.postprocess import postprocess, segmentation_to_original
-from ivtuning_ros.runtime import Engine, EngineOptions, Preprocessor, warp_ir_to_rgb
+from ivtuning_ros.runtime import (
+    Engine,
+    EngineOptions,
+    Preprocessor,
+    count_non_finite,
+    warp_ir_to_rgb,
+)
 from ivtuning_ros.runtime.preprocess import ir_to_unit, network_letterbox
 from ivtuning_ros.runtime.registration import ir_sampling_grid, scaling_homography
 
@@ -116,6 +123,36 @@ def test_warp_matches_opencv(ir_size):
     assert np.abs(ours - reference).mean() < 0.01
 
 
+def reference_grid(homography, ir_size, letterbox):
+    """`ir_sampling_grid` written out per pixel in float64 NumPy."""
+    rows, cols = letterbox.valid_slices
+    u = (np.arange(letterbox.in_w) - cols.start + 0.5) * letterbox.orig_w / (
+        cols.stop - cols.start) - 0.5
+    v = (np.arange(letterbox.in_h) - rows.start + 0.5) * letterbox.orig_h / (
+        rows.stop - rows.start) - 0.5
+    xx, yy = np.meshgrid(u, v)
+    inside = (xx > -0.5) & (xx < letterbox.orig_w - 0.5) & (yy > -0.5) & (
+        yy < letterbox.orig_h - 0.5)
+    points = np.stack([xx, yy, np.ones_like(xx)], -1) @ np.linalg.inv(homography).T
+    src = points[..., :2] / points[..., 2:]
+    grid = (src + 0.5) / np.array([ir_size[1], ir_size[0]]) * 2 - 1
+    grid[~inside] = -2.0
+    return grid
+
+
+@pytest.mark.parametrize("rgb_size, input_size", [((72, 96), (64, 80)), ((300, 170), (64, 64)),
+                                                  ((1080, 1920), (1080, 1920))])
+def test_sampling_grid_is_float32_and_equals_the_float64_reference(rgb_size, input_size):
+    letterbox = network_letterbox(*rgb_size, InputConfig(height=input_size[0],
+                                                         width=input_size[1]))
+    grid = ir_sampling_grid(HOMOGRAPHY, (40, 50), letterbox)
+    assert grid.dtype == torch.float32 and grid.shape == (1, *input_size, 2)
+    expected = reference_grid(HOMOGRAPHY, (40, 50), letterbox)
+    np.testing.assert_array_equal(grid[0].numpy() == -2.0, expected == -2.0)  # padding
+    # float32 rounding: a few ulps (1e-6 of [-1, 1] is 2.5e-5 of a pixel of this IR frame)
+    np.testing.assert_allclose(grid[0].numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_letterboxed_ir_lands_on_the_letterboxed_rgb():
     """Same scene in both cameras (IR = half-resolution grey): the registered IR input
     matches the grey of the RGB input, padding included."""
@@ -146,9 +183,10 @@ def test_percentile_gain_control_16_bit():
 
 
 def test_fixed_range_and_float_temperature():
-    celsius = torch.tensor([[-10.0, 0.0, 20.0, 40.0, float("nan")]])
-    unit = ir_to_unit(celsius, InputConfig(ir_agc="fixed", ir_fixed_range=[0.0, 40.0]))
-    assert unit.tolist() == [[0.0, 0.0, 0.5, 1.0, 0.0]]
+    inf, nan = float("inf"), float("nan")
+    celsius = torch.tensor([[-10.0, 0.0, 20.0, 40.0, nan, inf, -inf]])
+    unit = ir_to_unit(celsius, InputConfig(ir_agc="fixed", ir_fixed_range=[-20.0, 40.0]))
+    assert unit[0].tolist() == pytest.approx([1 / 6, 1 / 3, 2 / 3, 1.0, 0.0, 1.0, 0.0])
     counts = torch.tensor([[0, 30000, 60000]], dtype=torch.int32).to(torch.uint16)
     unit = ir_to_unit(counts, InputConfig(ir_agc="fixed", ir_fixed_range=[0.0, 60000.0]))
     assert unit.tolist() == [[0.0, 0.5, 1.0]]
@@ -161,6 +199,60 @@ def test_percentile_gain_control_on_a_large_frame_uses_a_subsample():
     unit = ir_to_unit(frame, InputConfig(ir_percentiles=[1.0, 99.0]))
     assert unit.mean().item() == pytest.approx(0.5, abs=0.01)
     assert (unit[:5] == 0).all() and (unit[-5:] == 1).all()
+
+
+def temperature_with_non_finite_pixels(seed=4, size=(40, 50)):
+    """Float temperatures with a block of +inf, a block of -inf and scattered NaN."""
+    rng = np.random.default_rng(seed)
+    ir = rng.normal(30.0, 8.0, size).astype(np.float32)
+    ir[2:6, 3:13] = np.inf
+    ir[20:24, 30:40] = -np.inf
+    ir.flat[rng.choice(ir.size, 30, replace=False)] = np.nan
+    return ir
+
+
+@pytest.mark.parametrize("percentiles", [[1.0, 99.0], [10.0, 75.0]])
+def test_percentile_gain_control_uses_the_finite_pixels(percentiles):
+    ir = temperature_with_non_finite_pixels()
+    finite = np.isfinite(ir)
+    assert 0 < (~finite).sum() < ir.size and ir.size <= 65536  # no subsampling here
+    low, high = np.percentile(ir[finite].astype(np.float64), percentiles)
+    unit = ir_to_unit(torch.from_numpy(ir), InputConfig(ir_percentiles=percentiles)).numpy()
+    assert np.isfinite(unit).all() and unit.min() == 0.0 and unit.max() == 1.0
+    np.testing.assert_allclose(unit[finite], np.clip((ir[finite] - low) / (high - low), 0, 1),
+                               rtol=0, atol=1e-6)
+    assert (unit[np.isposinf(ir)] == 1.0).all()
+    assert (unit[np.isneginf(ir) | np.isnan(ir)] == 0.0).all()
+
+
+@pytest.mark.parametrize("fill", [[np.nan], [np.inf], [np.nan, np.inf, -np.inf]])
+@pytest.mark.parametrize("agc", ["percentile", "fixed"])
+def test_frame_without_finite_pixels_maps_to_zero(fill, agc):
+    ir = np.resize(np.array(fill, np.float32), (30, 40))
+    unit = ir_to_unit(torch.from_numpy(ir), InputConfig(ir_agc=agc))
+    if agc == "fixed":  # a fixed range needs no statistics: +inf is still hot
+        np.testing.assert_array_equal(unit.numpy(), np.isposinf(ir).astype(np.float32))
+    else:
+        assert (unit == 0).all()
+
+
+@pytest.mark.parametrize("make_ir", [temperature_with_non_finite_pixels,
+                                     lambda: np.full((40, 50), np.nan, np.float32)])
+def test_engine_output_stays_finite_on_non_finite_ir(tiny_model, tiny_config, make_ir):
+    engine = Engine(tiny_model, tiny_config, EngineOptions(score_threshold=0.0))
+    rgb, _ = frames(5)
+    result = engine.infer(rgb, make_ir(), HOMOGRAPHY)
+    assert result.ir_used and len(result.detections.scores) > 0
+    assert np.isfinite(result.detections.scores).all()
+    assert np.isfinite(result.detections.boxes).all()
+    assert np.isfinite(engine.register_ir(make_ir(), HOMOGRAPHY, rgb.shape).astype(float)).all()
+
+
+def test_count_non_finite():
+    assert count_non_finite(temperature_with_non_finite_pixels()) == 40 + 40 + 30
+    assert count_non_finite(np.full((4, 4), 65535, np.uint16)) == 0
+    assert count_non_finite(np.zeros((4, 4), np.uint8)) == 0
+    assert count_non_finite(np.array([[1.0, -np.inf]], np.float32)) == 1
 
 
 @pytest.mark.parametrize("rgb, ir, message", [

@@ -25,10 +25,13 @@ class PipelineStats:
         self._outputs: deque[tuple[int, str | None]] = deque(maxlen=WINDOW)
         self.errors: Counter[str] = Counter()
         self.outputs: Counter[str] = Counter()  # "fused", or "rgb_only_<reason>", all time
+        self.received: Counter[str] = Counter()  # frames per camera stream, all time
 
     def arrived(self, stream: str, now_ns: int) -> None:
+        """A camera frame ("rgb" or "ir") reached its callback."""
         with self._lock:
             self._arrivals[stream].append(now_ns)
+            self.received[stream] += 1
 
     def sample(self, name: str, value_ms: float, now_ns: int) -> None:
         with self._lock:

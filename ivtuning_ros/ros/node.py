@@ -566,6 +566,7 @@ class PerceptionNode(LifecycleNode):
                                   hardware_id=self.engine.device.type if self.engine else "")
         counters = {f"bad_input_{k}": v for k, v in self.stats.errors.items()}
         counters.update({f"outputs_{k}": v for k, v in self.stats.outputs.items()})
+        counters.update({f"{k}_frames_received": v for k, v in self.stats.received.items()})
         if self._pairer is not None:
             counters.update({f"pairs_{k}": v for k, v in self._pairer.counters.items()})
         if self._display is not None:

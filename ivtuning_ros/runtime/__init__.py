@@ -1,7 +1,7 @@
 """Inference runtime between raw frames and results: no ROS imports here."""
 from .engine import Detections, Engine, EngineOptions, Result
 from .palette import colorize, palette
-from .preprocess import Preprocessor
+from .preprocess import Preprocessor, count_non_finite
 from .registration import scaling_homography, warp_ir_to_rgb
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "Preprocessor",
     "Result",
     "colorize",
+    "count_non_finite",
     "palette",
     "scaling_homography",
     "warp_ir_to_rgb",

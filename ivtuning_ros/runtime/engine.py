@@ -7,11 +7,19 @@ all run on the device. On CUDA that whole step is captured once per frame
 layout into a CUDA graph and replayed; anything the capture cannot take falls
 back to eager with one log line. The CPU runs the same step eagerly on the same
 static buffers.
+
+Pipelines are kept per frame layout in a small LRU (``max_layouts``): a stream
+whose frame size keeps changing must not grow memory without bound.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import os
+import sys
 import time
+from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -56,6 +64,7 @@ class EngineOptions:
     score_threshold: float = 0.3
     class_filter: list[str] | None = None
     max_detections: int = 100
+    max_layouts: int = 4
 
 
 @dataclass
@@ -109,7 +118,8 @@ class _Pipeline:
                                             self.letterbox.orig_w)
         homography = validate_homography(homography)
         if self.homography is None or not np.array_equal(homography, self.homography):
-            self.grid.copy_(ir_sampling_grid(homography, self.ir_shape, self.letterbox))
+            self.grid.copy_(ir_sampling_grid(homography, self.ir_shape, self.letterbox,
+                                             self.engine.device))
             self.homography = homography
 
     def preprocess(self) -> tuple[Tensor, Tensor | None]:
@@ -150,6 +160,13 @@ class _Pipeline:
         """Preprocess + model + post-processing on the static buffers (graph-capturable)."""
         return self.postprocess(self.forward(*self.preprocess()))
 
+    def release(self) -> None:
+        """Drop the graph, its outputs and the buffers, even if the pipeline is still
+        referenced: graph outputs live in the graph's private memory pool, which is only
+        freed once both are gone."""
+        self.graph, self.graph_outputs = None, {}
+        self.buffers = self.grid = None
+
 
 class Engine:
     """Runs an `IVTuningModel` on raw frames; see the module docstring.
@@ -186,7 +203,10 @@ class Engine:
                                      device=self.device)
         self.set_class_filter(self.options.class_filter)
         self.use_graphs = self.options.cuda_graphs and self.device.type == "cuda"
-        self._pipelines: dict[tuple, _Pipeline] = {}
+        max_layouts = self.options.max_layouts
+        if isinstance(max_layouts, bool) or not isinstance(max_layouts, int) or max_layouts < 1:
+            raise ValueError(f"max_layouts must be an integer >= 1, got {max_layouts!r}")
+        self._pipelines: OrderedDict[tuple, _Pipeline] = OrderedDict()  # least recent first
         self._display_grid: tuple[tuple | None, Tensor | None] = (None, None)
 
     def set_score_threshold(self, threshold: float) -> None:
@@ -218,10 +238,7 @@ class Engine:
         _check_frame(rgb, ir)
         ir_shape = ir.shape if ir is not None else None
         ir_dtype = ir.dtype if ir is not None else None
-        key = (rgb.shape, ir_shape, ir_dtype, bgr)
-        pipeline = self._pipelines.get(key)
-        if pipeline is None:
-            pipeline = self._pipelines[key] = _Pipeline(self, rgb.shape, ir_shape, ir_dtype, bgr)
+        pipeline = self._pipeline((rgb.shape, ir_shape, ir_dtype, bgr))
         pipeline.set_homography(homography)
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -233,6 +250,28 @@ class Engine:
         timings["total"] = 1000 * (time.perf_counter() - start)
         result.timings_ms = timings
         return result
+
+    def _pipeline(self, key: tuple) -> _Pipeline:
+        """The pipeline of a frame layout, built on first use; evicts the least recent one
+        beyond ``max_layouts``."""
+        pipeline = self._pipelines.get(key)
+        if pipeline is not None:
+            self._pipelines.move_to_end(key)
+            return pipeline
+        if len(self._pipelines) >= self.options.max_layouts:
+            self._evict(self.options.max_layouts - 1)
+        pipeline = self._pipelines[key] = _Pipeline(self, *key)
+        return pipeline
+
+    def _evict(self, keep: int) -> None:
+        """Release the least recently used pipelines down to ``keep``, and hand their
+        memory back to the driver or the OS."""
+        while len(self._pipelines) > keep:
+            self._pipelines.popitem(last=False)[1].release()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        else:
+            _trim_host_heap()
 
     def warmup(self) -> float:
         """Run input-sized frames, with and without IR, so the first real frame is not slow
@@ -253,7 +292,7 @@ class Engine:
         homography = validate_homography(homography)
         key = (homography.tobytes(), ir.shape, tuple(rgb_shape[:2]))
         if self._display_grid[0] != key:  # the grid only changes with the rig or sizes
-            grid = rgb_geometry_grid(homography, ir.shape, rgb_shape[:2]).to(self.device)
+            grid = rgb_geometry_grid(homography, ir.shape, rgb_shape[:2], self.device)
             self._display_grid = (key, grid)
         with torch.inference_mode():
             unit = ir_to_unit(torch.from_numpy(np.ascontiguousarray(ir)).to(self.device),
@@ -315,6 +354,25 @@ class Engine:
     def _synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library is not glibc."""
+    try:
+        if not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"):
+            return None
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (ValueError, OSError, AttributeError):  # no such confstr name, library or symbol
+        return None
+
+
+def _trim_host_heap() -> None:
+    """Return freed heap memory to the OS: glibc keeps an evicted layout's freed frame
+    buffers in its arenas otherwise (about 6 MiB more after 200 frame sizes, measured)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _check_frame(rgb: np.ndarray, ir: np.ndarray | None) -> None:

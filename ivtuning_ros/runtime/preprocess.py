@@ -12,6 +12,7 @@ engine can capture it in a CUDA graph.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -60,35 +61,57 @@ class Preprocessor:
 
 
 def ir_to_unit(ir: Tensor, config: InputConfig) -> Tensor:
-    """Raw IR (h, w) -> float32 in [0, 1].
+    """Raw IR (h, w) -> float32 (h, w) in [0, 1], never NaN.
 
     uint8 (mono8) is divided by 255. 16-bit counts and float temperatures go
     through gain control: ``percentile`` clips each frame at its
-    ``ir_percentiles``, ``fixed`` at ``ir_fixed_range``. NaN pixels count as 0.
+    ``ir_percentiles`` (of its finite pixels), ``fixed`` at ``ir_fixed_range``.
+    +inf maps to 1, -inf and NaN to 0; a frame without a finite pixel is all 0.
     """
     if ir.dtype == torch.uint8:
         return ir.float() / 255.0
-    x = torch.nan_to_num(ir.float(), nan=0.0)
+    x = ir.float()
     if config.ir_agc == "fixed":
         low, high = config.ir_fixed_range
-        return ((x - low) / (high - low)).clamp(0.0, 1.0)
-    low, high = _percentiles(x, config.ir_percentiles)
-    return ((x - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0)
+        unit = (x - low) / (high - low)
+    else:
+        low, high = _percentiles(x, config.ir_percentiles)
+        unit = (x - low) / (high - low).clamp_min(1e-6)
+    # clamp keeps NaN: from NaN pixels, and everywhere in a frame without a finite pixel
+    # (its percentiles are not finite).
+    return torch.nan_to_num(unit.clamp(0.0, 1.0), nan=0.0)
 
 
 def _percentiles(x: Tensor, percents: list[float]) -> tuple[Tensor, Tensor]:
-    """Linear-interpolated percentiles of a strided subsample (static indices, no sync)."""
+    """Linear-interpolated percentiles of the finite pixels of a strided subsample.
+
+    Shape-static and without host synchronisation: non-finite values become +inf,
+    which sorts after every finite value (NaN would not do: CUDA's radix sort
+    orders NaN by its sign bit); the interpolation positions come from the count
+    of finite values, as tensors. No finite pixel: both results are not finite.
+    """
     step = max(1, int((x.numel() / AGC_SAMPLE_PIXELS) ** 0.5 + 0.999))
-    values = x[::step, ::step].flatten().sort().values
-    last = values.numel() - 1
-    results = []
-    for percent in percents:
-        position = percent / 100.0 * last
-        below = int(position)
-        above = min(below + 1, last)
-        fraction = position - below
-        results.append(values[below] * (1 - fraction) + values[above] * fraction)
-    return results[0], results[1]
+    values = x[::step, ::step].flatten()
+    finite = torch.isfinite(values)
+    values = values.masked_fill(~finite, float("inf")).sort().values
+    last = (finite.sum() - 1).clamp_min(0).double()
+    # float64 positions and weights, as the Python floats of static indices would be; the
+    # percents are Python scalars: a tensor of them would be a copy, forbidden in capture.
+    position = torch.stack([last * (percent / 100.0) for percent in percents])
+    below = position.floor()
+    above = torch.minimum(below + 1, last)
+    fraction = position - below
+    low_high = (values.gather(0, below.long()) * (1 - fraction).float()
+                + values.gather(0, above.long()) * fraction.float())
+    return low_high[0], low_high[1]
+
+
+def count_non_finite(ir: np.ndarray) -> int:
+    """How many pixels of a raw IR frame (any shape) are NaN or infinite; integer frames
+    cannot hold any and are not scanned."""
+    if not np.issubdtype(ir.dtype, np.floating):
+        return 0
+    return int(ir.size - np.count_nonzero(np.isfinite(ir)))
 
 
 def ir_to_input(ir_unit: Tensor, grid: Tensor, config: InputConfig, channels: int) -> Tensor:

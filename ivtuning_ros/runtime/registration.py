@@ -32,42 +32,56 @@ def validate_homography(homography: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def ir_sampling_grid(homography: np.ndarray, ir_size: tuple[int, int],
-                     letterbox: Letterbox) -> Tensor:
-    """grid_sample grid (1, in_h, in_w, 2) that warps an IR frame into the letterboxed input.
+def ir_sampling_grid(homography: np.ndarray, ir_size: tuple[int, int], letterbox: Letterbox,
+                     device: torch.device | str = "cpu") -> Tensor:
+    """grid_sample grid (1, in_h, in_w, 2) float32 on ``device`` that warps an IR frame into
+    the letterboxed input.
 
     For each network-input pixel: undo the letterbox (the same per-axis mapping
     as the RGB bilinear resize), map the RGB pixel through H^-1 into the IR
-    frame, normalise for ``align_corners=False``. Input pixels outside the RGB
-    image (padding) sample outside the IR frame, i.e. zeros. Computed in float64
-    on the host, once per homography and frame size.
+    frame, normalise for ``align_corners=False``. These three steps compose
+    into one 3x3 matrix (float64, on the host); per pixel that leaves one
+    projective division, in float32 on the device. Input pixels outside the
+    RGB image (padding) sample outside the IR frame, i.e. zeros.
     """
+    rows, cols = letterbox.valid_slices
+    matrix = _ir_to_normalised(ir_size) @ np.linalg.inv(homography) @ _input_to_rgb(letterbox)
+    u = torch.arange(cols.start, cols.stop, dtype=torch.float32, device=device)
+    v = torch.arange(rows.start, rows.stop, dtype=torch.float32, device=device)[:, None]
+    x, y, w = (a * u + b * v + c for a, b, c in matrix.tolist())
+    image = torch.stack([x / w, y / w], dim=-1)  # the input pixels that hold the RGB image
+    # -2 lies outside [-1, 1]: padding and non-finite points sample zeros.
+    image = torch.where(torch.isfinite(image).all(-1, keepdim=True), image, -2.0)
+    grid = torch.full((letterbox.in_h, letterbox.in_w, 2), -2.0, device=device)
+    grid[rows, cols] = image
+    return grid[None]
+
+
+def _input_to_rgb(letterbox: Letterbox) -> np.ndarray:
+    """3x3 network-input pixel -> RGB pixel, per axis as the RGB bilinear resize maps it."""
     rows, cols = letterbox.valid_slices
     scale_x = letterbox.orig_w / (cols.stop - cols.start)
     scale_y = letterbox.orig_h / (rows.stop - rows.start)
-    u = np.arange(letterbox.in_w, dtype=np.float64)
-    v = np.arange(letterbox.in_h, dtype=np.float64)
-    x = (u - cols.start + 0.5) * scale_x - 0.5
-    y = (v - rows.start + 0.5) * scale_y - 0.5
-    xx, yy = np.meshgrid(x, y)
-    inside = ((xx > -0.5) & (xx < letterbox.orig_w - 0.5)
-              & (yy > -0.5) & (yy < letterbox.orig_h - 0.5))
-    points = np.stack([xx, yy, np.ones_like(xx)], axis=-1) @ np.linalg.inv(homography).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        src = points[..., :2] / points[..., 2:]
+    # Pixel centres: x + 0.5 = (u - cols.start + 0.5) * scale_x.
+    return np.array([[scale_x, 0.0, (0.5 - cols.start) * scale_x - 0.5],
+                     [0.0, scale_y, (0.5 - rows.start) * scale_y - 0.5],
+                     [0.0, 0.0, 1.0]])
+
+
+def _ir_to_normalised(ir_size: tuple[int, int]) -> np.ndarray:
+    """3x3 IR pixel -> grid_sample coordinate in [-1, 1] (``align_corners=False``)."""
     ir_h, ir_w = ir_size
-    grid = np.stack([(src[..., 0] + 0.5) / ir_w * 2 - 1, (src[..., 1] + 0.5) / ir_h * 2 - 1],
-                    axis=-1)
-    grid[~inside | ~np.isfinite(grid).all(axis=-1)] = -2.0  # outside: zeros padding
-    return torch.from_numpy(grid.astype(np.float32))[None]
+    return np.array([[2.0 / ir_w, 0.0, 1.0 / ir_w - 1.0],
+                     [0.0, 2.0 / ir_h, 1.0 / ir_h - 1.0],
+                     [0.0, 0.0, 1.0]])
 
 
 def rgb_geometry_grid(homography: np.ndarray, ir_size: tuple[int, int],
-                      rgb_size: tuple[int, int]) -> Tensor:
+                      rgb_size: tuple[int, int], device: torch.device | str = "cpu") -> Tensor:
     """`ir_sampling_grid` at the RGB frame's own size (no letterbox): (1, H, W, 2)."""
     height, width = rgb_size
     identity = Letterbox(1.0, 0.0, 0.0, height, width, height, width)
-    return ir_sampling_grid(homography, ir_size, identity)
+    return ir_sampling_grid(homography, ir_size, identity, device)
 
 
 def warp_ir_to_rgb(ir_unit: Tensor, homography: np.ndarray, rgb_size: tuple[int, int],
@@ -77,7 +91,7 @@ def warp_ir_to_rgb(ir_unit: Tensor, homography: np.ndarray, rgb_size: tuple[int,
     ``grid`` from `rgb_geometry_grid` skips recomputing it for every frame.
     """
     if grid is None:
-        grid = rgb_geometry_grid(homography, tuple(ir_unit.shape), rgb_size)
+        grid = rgb_geometry_grid(homography, tuple(ir_unit.shape), rgb_size, ir_unit.device)
     return F.grid_sample(ir_unit[None, None].float(), grid.to(ir_unit.device), mode="bilinear",
                          padding_mode="zeros", align_corners=False)[0, 0]
 

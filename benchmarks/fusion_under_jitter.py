@@ -1,0 +1,378 @@
+"""Fusion under jitter: a 30 Hz RGB camera with a slower, jittery, lossy thermal camera.
+
+The cameras: RGB 640x480 rgb8 at 30 Hz; IR 640x512 mono16 at 8.7 Hz whose stamps jitter
+by +-5 ms (uniform) around the camera's period, 10% of whose frames are lost (never
+published), and whose frames are published 30 ms after their stamp (thermal cameras
+deliver late). Both are stamped from the publisher node's clock and published from a
+schedule by one 5 ms timer; camera publishers are reliable, depth 10 (a typical driver;
+``--camera-qos best_effort`` tries the other kind).
+
+The perception node runs with the default parameters (config/perception.yaml: slop, QoS,
+ir_max_wait, ir_timeout, stale_after untouched) except the model, ``--checkpoint`` (the
+demo weights by default; ``--model-config`` runs an untrained config instead) and
+``device: cpu``. After a warm-up of 3 s that is not counted, for ``--duration`` seconds
+we record every output's fusion state (``~/fusion_state``, stamped like the RGB frame it
+answers) and its age (receipt time minus the RGB stamp). An output *has a partner* when
+a published IR frame lies within ``slop`` of its RGB stamp: the node should fuse those
+(target >= 98%). Frames received by the node are counted exactly from the node's own
+arrival log over the whole camera run, so that published and received match frame for
+frame. Prints one JSON object on stdout; progress goes to stderr.
+
+    .venv/bin/python benchmarks/fusion_under_jitter.py --duration 40
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from ivtuning_ros.ros.conversions import fill_image
+from ivtuning_ros.ros.node import PerceptionNode, stamp_ns
+from ivtuning_ros.ros.params import package_dir
+
+NAME = "ivtuning_perception"
+RGB_HZ, IR_HZ = 30.0, 8.7
+RGB_PERIOD_NS, IR_PERIOD_NS = round(1e9 / RGB_HZ), round(1e9 / IR_HZ)
+IR_JITTER_NS = 5_000_000
+IR_DROP = 0.1
+IR_DELIVERY_NS = 30_000_000
+TICK_S = 0.005  # the cameras' schedule timer
+WARMUP_S = 3.0
+DRAIN_S = 1.5  # after the cameras stop: the last outputs arrive
+POLL_S = 0.5  # the node's arrival log holds 200 frames: ~6 s of RGB
+AGE_WINDOW_NS = 10_000_000_000
+STREAMS = ("rgb", "ir")
+RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE,
+               "best_effort": ReliabilityPolicy.BEST_EFFORT}
+RELIABILITY_NAMES = {policy: name for name, policy in RELIABILITY.items()}
+LEVELS = {DiagnosticStatus.OK: "OK", DiagnosticStatus.WARN: "WARN",
+          DiagnosticStatus.ERROR: "ERROR", DiagnosticStatus.STALE: "STALE"}
+
+
+def log(message: str) -> None:
+    print(f"[fusion_under_jitter] {message}", file=sys.stderr, flush=True)
+
+
+def to_time(ns: int) -> Time:
+    return Time(sec=ns // 10**9, nanosec=ns % 10**9)
+
+
+class Cameras(Node):
+    """Both cameras, published from a schedule (stamps on this node's clock) by one timer."""
+
+    def __init__(self, context: Context, qos: QoSProfile, seed: int) -> None:
+        super().__init__("cameras", context=context)
+        self.rng = np.random.default_rng(seed)
+        self.rgb, self.ir = Image(), Image()
+        fill_image(self.rgb, self.rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), "rgb8")
+        fill_image(self.ir, self.rng.integers(20000, 40000, (512, 640), dtype=np.uint16),
+                   "mono16")
+        self.rgb.header.frame_id, self.ir.header.frame_id = "rgb_optical_frame", "ir_optical_frame"
+        self.publishers_ = {"rgb": self.create_publisher(Image, f"/{NAME}/rgb/image", qos),
+                            "ir": self.create_publisher(Image, f"/{NAME}/ir/image", qos)}
+        self.sent: dict[str, list[int]] = {"rgb": [], "ir": []}  # stamps, ns
+        self.ir_dropped: list[int] = []  # stamps of IR frames never published
+        self.ir_delays_ms: list[float] = []  # publish time minus stamp
+        self.running = False
+        self.create_timer(TICK_S, self._tick)
+
+    def now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def start(self) -> None:
+        self._origin_ns = self.now_ns()
+        self._rgb_index, self._ir_index = 0, 0
+        self._ir_stamp = self._draw_ir_stamp()
+        self.running = True
+
+    def stop(self) -> int:
+        self.running = False
+        return self.now_ns()
+
+    def _draw_ir_stamp(self) -> int:
+        jitter = int(self.rng.uniform(-IR_JITTER_NS, IR_JITTER_NS))
+        return self._origin_ns + self._ir_index * IR_PERIOD_NS + jitter
+
+    def _tick(self) -> None:
+        if not self.running:
+            return
+        now = self.now_ns()
+        while (stamp := self._origin_ns + self._rgb_index * RGB_PERIOD_NS) <= now:
+            self._publish("rgb", self.rgb, stamp)
+            self._rgb_index += 1
+        while self._ir_stamp + IR_DELIVERY_NS <= now:
+            if self.rng.random() < IR_DROP:
+                self.ir_dropped.append(self._ir_stamp)
+            else:
+                self._publish("ir", self.ir, self._ir_stamp)
+                self.ir_delays_ms.append((self.now_ns() - self._ir_stamp) / 1e6)
+            self._ir_index += 1
+            self._ir_stamp = self._draw_ir_stamp()
+
+    def _publish(self, stream: str, msg: Image, stamp: int) -> None:
+        msg.header.stamp = to_time(stamp)
+        self.publishers_[stream].publish(msg)
+        self.sent[stream].append(stamp)
+
+
+@dataclass
+class Output:
+    received_ns: int
+    stamp_ns: int
+    fused: bool
+    reason: str
+
+
+class Recorder(Node):
+    """Every output's fusion state as a client sees it, and the node's /diagnostics."""
+
+    def __init__(self, context: Context) -> None:
+        super().__init__("recorder", context=context)
+        self.outputs: list[Output] = []
+        self.diagnostics: list[tuple[int, DiagnosticStatus]] = []  # (header stamp, status)
+        deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(DiagnosticArray, f"/{NAME}/fusion_state", self._on_state, deep)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _on_state(self, msg: DiagnosticArray) -> None:
+        values = {kv.key: kv.value for kv in msg.status[0].values}
+        self.outputs.append(Output(self.get_clock().now().nanoseconds,
+                                   stamp_ns(msg.header.stamp), values["ir_used"] == "true",
+                                   values["rgb_only_reason"]))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.startswith(f"{NAME}:"):
+                self.diagnostics.append((stamp_ns(msg.header.stamp), status))
+
+
+@contextmanager
+def spinning(context: Context, nodes: list[Node]) -> Iterator[None]:
+    """One single-threaded executor per node, each in its own thread (rclpy's
+    multi-threaded executor busy-waits on the GIL and starves the inference worker)."""
+    executors = []
+    for node in nodes:
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        executors.append(executor)
+    threads = [threading.Thread(target=e.spin, daemon=True) for e in executors]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        for executor in executors:
+            executor.shutdown()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_node(context: Context, args: argparse.Namespace) -> PerceptionNode:
+    """The node with the default parameters but the model and the device; active."""
+    model = ([Parameter("model_config", value=args.model_config)] if args.model_config
+             else [Parameter("checkpoint", value=args.checkpoint)])
+    node = PerceptionNode(context=context,
+                          parameter_overrides=[*model, Parameter("device", value="cpu")])
+    for transition in (node.trigger_configure, node.trigger_activate):
+        if transition() != TransitionCallbackReturn.SUCCESS:
+            raise SystemExit(f"the node did not start: {node._state}")
+    return node
+
+
+def connected(node: PerceptionNode, cameras: Cameras,
+              reliability: ReliabilityPolicy) -> bool:
+    """The node follows the cameras' QoS, and every publisher reaches its subscriber."""
+    return (all(node._image_qos.get(s) == reliability for s in STREAMS)
+            and all(p.get_subscription_count() > 0 for p in cameras.publishers_.values())
+            and node._publishers_["fusion_state"].get_subscription_count() > 0
+            and node._diagnostics.get_subscription_count() > 0)
+
+
+def in_window(stamps: list[int], window: tuple[int, int]) -> list[int]:
+    return [s for s in stamps if window[0] <= s < window[1]]
+
+
+def camera_report(cameras: Cameras, received: dict[str, int], window: tuple[int, int],
+                  duration: float) -> dict:
+    """Per camera: published in the measured window (and the expected count), and over the
+    whole run (warm-up included) published, received by the node and lost."""
+    report = {}
+    for stream, hz in (("rgb", RGB_HZ), ("ir", IR_HZ)):
+        sent = len(cameras.sent[stream])
+        report[stream] = {
+            "hz": hz, "published": len(in_window(cameras.sent[stream], window)),
+            "expected": round(hz * duration * (1 - IR_DROP if stream == "ir" else 1), 1),
+            "whole_run": {"published": sent, "received_by_node": received[stream],
+                          "lost": sent - received[stream]}}
+    delays = np.array(cameras.ir_delays_ms)
+    report["ir"].update({
+        "dropped_by_camera": len(in_window(cameras.ir_dropped, window)),
+        "stamp_jitter_ms": IR_JITTER_NS / 1e6,
+        "publish_delay_ms": {"p50": round(float(np.median(delays)), 1),
+                             "max": round(float(delays.max()), 1)}})
+    return report
+
+
+def fusion_report(outputs: list[Output], ir_stamps: list[int], slop_ns: int) -> dict:
+    """Outputs by fusion state, and how many of those with an IR partner were fused."""
+    reasons = Counter(o.reason for o in outputs if not o.fused)
+    fused = sum(o.fused for o in outputs)
+    ir = np.array(sorted(ir_stamps), dtype=np.int64)
+    partnered = [o for o in outputs if nearest_gap(ir, o.stamp_ns) <= slop_ns]
+    fused_partnered = sum(o.fused for o in partnered)
+    return {"outputs": {"total": len(outputs), "fused": fused, "rgb_only": dict(reasons)},
+            "fused_fraction": round(fused / len(outputs), 3) if outputs else None,
+            "with_partner": len(partnered),
+            "fused_of_with_partner": (round(fused_partnered / len(partnered), 4)
+                                      if partnered else None)}
+
+
+def nearest_gap(sorted_stamps: np.ndarray, stamp: int) -> int:
+    i = int(np.searchsorted(sorted_stamps, stamp))
+    return min((abs(int(sorted_stamps[j]) - stamp) for j in (i - 1, i)
+                if 0 <= j < len(sorted_stamps)), default=1 << 62)
+
+
+def age_report(outputs: list[Output], window: tuple[int, int]) -> dict:
+    """Result age (receipt minus RGB stamp) over the first and the last 10 s measured."""
+    start, end = window
+    spans = {"first_10_s": (start, start + AGE_WINDOW_NS), "last_10_s": (end - AGE_WINDOW_NS, end)}
+    report = {}
+    for name, (low, high) in spans.items():
+        ages = [(o.received_ns - o.stamp_ns) / 1e6 for o in outputs if low <= o.stamp_ns < high]
+        p50, p99 = np.percentile(ages, [50, 99]) if ages else (np.nan, np.nan)
+        report[name] = {"outputs": len(ages), "p50": round(float(p50), 1),
+                        "p99": round(float(p99), 1)}
+    return report
+
+
+def diagnostics_report(recorder: Recorder, end_ns: int) -> dict:
+    """The node's last /diagnostics status while the cameras ran (after they stop, IR goes
+    silent and the node rightly warns)."""
+    while_running = [status for stamp, status in recorder.diagnostics if stamp <= end_ns]
+    if not while_running:
+        return {"level": None, "message": "no /diagnostics received", "values": {}}
+    status = while_running[-1]
+    return {"level": LEVELS.get(status.level, repr(status.level)), "message": status.message,
+            "values": {kv.key: kv.value for kv in status.values}}
+
+
+def setup_report(node: PerceptionNode, args: argparse.Namespace) -> dict:
+    """The model and its processing time (the node's last 10 s), the parameters in use and
+    the pairer's counters (pairs superseded by newer ones, or stale)."""
+    latency = node.stats.percentiles("latency")
+    settings = node.settings
+    return {
+        "model": {"checkpoint": "" if args.model_config else Path(args.checkpoint).name,
+                  "config": node.model_name, "processing_ms_p50": round(latency[0], 1),
+                  "processing_ms_p99": round(latency[1], 1)},
+        "parameters": {"slop_s": settings.slop, "ir_max_wait_s": settings.ir_max_wait,
+                       "ir_timeout_s": settings.ir_timeout,
+                       "stale_after_s": settings.stale_after,
+                       "qos_reliability": settings.qos_reliability,
+                       "qos_depth": settings.qos_depth,
+                       "qos_chosen": {s: RELIABILITY_NAMES[node._image_qos[s]]
+                                      for s in STREAMS}},
+        "pairs": dict(node._pairer.counters)}
+
+
+def stream(cameras: Cameras, duration: float) -> tuple[int, int]:
+    """Cameras on: a warm-up, then ``duration`` s measured; returns the measured window
+    (stamps, ns)."""
+    cameras.start()
+    log(f"cameras on; warm-up {WARMUP_S:g} s, then {duration:g} s measured")
+    time.sleep(WARMUP_S)
+    start_ns = cameras.now_ns()
+    time.sleep(duration)
+    return start_ns, cameras.stop()
+
+
+def measure(context: Context, args: argparse.Namespace) -> dict:
+    qos = QoSProfile(depth=10, reliability=RELIABILITY[args.camera_qos])
+    cameras, recorder = Cameras(context, qos, args.seed), Recorder(context)
+    log("loading the model and starting the node")
+    node = start_node(context, args)
+    try:
+        with spinning(context, [node, cameras, recorder]):
+            wait_for(lambda: connected(node, cameras, qos.reliability), "discovery")
+            window = stream(cameras, args.duration)
+            setup = setup_report(node, args)
+            time.sleep(DRAIN_S)
+        node._stop()
+    finally:
+        for each in (node, cameras, recorder):
+            each.destroy_node()
+    rgb_sent = set(cameras.sent["rgb"])
+    outputs = [o for o in recorder.outputs
+               if window[0] <= o.stamp_ns < window[1] and o.stamp_ns in rgb_sent]
+    slop_ns = round(setup["parameters"]["slop_s"] * 1e9)
+    return {"scenario": scenario_report(args),
+            "cameras": camera_report(cameras, dict(node.stats.received), window,
+                                     args.duration),
+            **fusion_report(outputs, cameras.sent["ir"], slop_ns),
+            "result_age_ms": age_report(outputs, window),
+            "diagnostics": diagnostics_report(recorder, window[1]),
+            **setup}
+
+
+def scenario_report(args: argparse.Namespace) -> dict:
+    return {"rgb": f"640x480 rgb8 at {RGB_HZ:g} Hz",
+            "ir": (f"640x512 mono16 at {IR_HZ:g} Hz, +-{IR_JITTER_NS / 1e6:g} ms stamp "
+                   f"jitter, {IR_DROP:.0%} dropped, published {IR_DELIVERY_NS / 1e6:g} ms "
+                   "after the stamp"),
+            "camera_qos": f"{args.camera_qos}, depth 10", "warmup_s": WARMUP_S,
+            "duration_s": args.duration, "seed": args.seed}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=40.0, help="measured seconds")
+    parser.add_argument("--camera-qos", choices=tuple(RELIABILITY), default="reliable")
+    parser.add_argument("--checkpoint", default=str(package_dir("models") / "ivt_demo.pth"))
+    parser.add_argument("--model-config", default="",
+                        help="run this (untrained) model config instead of the checkpoint, "
+                             "e.g. ivt_tiny_test.yaml")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        report = measure(context, args)
+    finally:
+        context.try_shutdown()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
