@@ -66,7 +66,9 @@ MAX_RGB_WAIT_NS = 1_000_000_000  # of log time: an RGB frame waits no longer for
 MATCH_TIMEOUT_S = 30.0
 DRAIN_IDLE_S = 3.0  # after the last message: stop waiting once the node is this long silent
 REPLAY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-IN_PROCESS_PARAMETERS = {"qos_reliability": "reliable", "qos_depth": 10}
+# A bag's stamps are from when it was recorded: the node must not refuse them as far from
+# its clock (a node running elsewhere needs max_stamp_offset 0 or use_sim_time with /clock).
+IN_PROCESS_PARAMETERS = {"qos_reliability": "reliable", "qos_depth": 10, "max_stamp_offset": 0.0}
 # rosidl (IDL) primitive names -> .msg names
 MSG_PRIMITIVES = {"double": "float64", "float": "float32", "boolean": "bool", "octet": "byte"}
 SEPARATOR = "=" * 80

@@ -39,7 +39,9 @@ PAIRS = 6
 START_NS = 1_700_000_000 * 10**9
 PERIOD_NS = 100_000_000  # 10 Hz
 IR_STAMP_OFFSET_NS = 3_000_000  # IR exposure 3 ms after RGB: within the 20 ms slop
-RELIABLE_INPUTS = {"qos_reliability": "reliable", "qos_depth": 10}
+# As a user replaying a bag into a running node sets it up: reliable inputs, and recorded
+# stamps accepted although they are far from the node's clock.
+RELIABLE_INPUTS = {"qos_reliability": "reliable", "qos_depth": 10, "max_stamp_offset": 0.0}
 
 
 def stamp(ns: int) -> Time:
@@ -167,7 +169,8 @@ class Listener:
 
 @pytest.fixture
 def running_node(ros_context):
-    """A perception node as another process would run it (reliable inputs, depth 10)."""
+    """A perception node as another process would run it (reliable inputs, depth 10,
+    recorded stamps accepted)."""
     values = {**TEST_PARAMETERS, **RELIABLE_INPUTS}
     node = PerceptionNode(context=ros_context, parameter_overrides=[
         Parameter(k, value=v) for k, v in values.items()])
@@ -187,7 +190,9 @@ def running_node(ros_context):
 def test_replay_into_a_running_node_delivers_every_pair(bag, ros_context, running_node):
     listener = Listener(ros_context)
     try:
-        counts = replay_into_node(bag, RGB_TOPIC, IR_TOPIC, rate=1.0, context=ros_context,
+        # Half speed: the tiny model needs 70-130 ms per 1280x720 frame on a 2-core machine,
+        # too close to the recorded 100 ms period for "every pair" to be a fair demand.
+        counts = replay_into_node(bag, RGB_TOPIC, IR_TOPIC, rate=0.5, context=ros_context,
                                   progress=False)
         listener.wait_for(PAIRS)
     finally:
@@ -196,13 +201,13 @@ def test_replay_into_a_running_node_delivers_every_pair(bag, ros_context, runnin
     assert listener.stamps == rgb_stamps()
     pairer = running_node._pairer.counters
     assert not {"dropped_replaced", "dropped_stale", "stamps_apart"} & set(pairer), pairer
-    assert running_node._ir_was_alive  # the worker saw IR: the pairs were fused
+    assert running_node.stats.outputs == {"fused": PAIRS}
 
 
 def test_replay_into_an_in_process_node(bag, ros_context):
     listener = Listener(ros_context)
     try:
-        counts = replay_into_node(bag, RGB_TOPIC, IR_TOPIC, rate=1.0, in_process=True,
+        counts = replay_into_node(bag, RGB_TOPIC, IR_TOPIC, rate=0.5, in_process=True,
                                   parameters=TEST_PARAMETERS, context=ros_context,
                                   progress=False)
         listener.wait_for(PAIRS)
