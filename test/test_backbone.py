@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from ivtuning_ros.model import build_backbone, load_config
-from ivtuning_ros.model.prompter import batched_prompt_terms
 from ivtuning_ros.model.swin import swin_stages, window_attention
 from ivtuning_ros.model.weights import ir_embed_to_mono
 
@@ -18,8 +17,9 @@ def images(height, width, batch=1, ir_channels=1, seed=0):
     return rgb, ir
 
 
-def literal_forward(backbone, rgb, ir):
-    """Paper eq. 1 written out: each MP-beta called twice per block, IR term recomputed."""
+def literal_forward(backbone, rgb, ir, cascade=True):
+    """Paper eq. 1 written out: each MP-beta called twice per layer on the previous layer's
+    prompt (IR term recomputed); the second call's output is the next layer's prompt."""
     z_vis = backbone.swin.features[0](rgb)
     z_ir = backbone.ir_patch_embed(ir) if ir is not None else None
     prompt = backbone.mp_alpha(z_vis, z_ir)
@@ -35,7 +35,9 @@ def literal_forward(backbone, rgb, ir):
                 x = x + betas[index](x, prompt)
             x = x + block.mlp(block.norm2(x))
             if index < len(betas):
-                x = x + betas[index](x, prompt)
+                output = betas[index](x, prompt)
+                x = x + output
+                prompt = output if cascade else prompt  # P^l, or the stage prompt again
         features.append(backbone.out_norms[stage](x).permute(0, 3, 1, 2))
     return features
 
@@ -90,13 +92,15 @@ def test_fast_prompt_path_equals_literal_eq1(tiny_backbone, train_mode, with_ir)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_batched_prompt_terms_equal_per_block_terms(tiny_backbone):
+def test_the_prompt_stream_cascades_rather_than_staying_fixed(tiny_backbone):
+    """The fixed per-stage prompt of earlier versions (every layer reading P^0) is a
+    different model: the cascaded output must differ from it."""
     randomize_trainable(tiny_backbone)
-    betas = list(tiny_backbone.mp_beta[1])
-    prompt = torch.randn(2, 6, 5, 32)
-    batched = batched_prompt_terms(betas, prompt)
-    separate = torch.stack([beta.prompt_term(prompt) for beta in betas])
-    torch.testing.assert_close(batched, separate, rtol=1e-5, atol=1e-6)
+    rgb, ir = images(64, 96)
+    with torch.no_grad():
+        cascaded = tiny_backbone(rgb, ir).features
+        fixed = literal_forward(tiny_backbone, rgb, ir, cascade=False)
+    assert not torch.allclose(cascaded[3], fixed[3], atol=1e-4)
 
 
 def test_rgb_only_mode_runs_and_reports_it(tiny_backbone):

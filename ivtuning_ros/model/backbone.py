@@ -1,16 +1,18 @@
 """The IV-tuning backbone: a frozen Swin that receives infrared prompts (paper Fig. 4, eq. 1).
 
 RGB patch tokens plus the MP-alpha prompt P^0 enter the frozen Swin. In every
-block that carries an MP-beta, the same MP-beta (shared weights) runs after the
-attention residual and after the FFN residual:
+block (layer l) that carries an MP-beta, the same MP-beta (shared weights) runs
+after the attention residual and after the FFN residual, both times on the
+previous layer's prompt P^{l-1}; the second call's output is P^l, the prompt of
+layer l+1 (the prompt stream cascades: Fig. 4, the text after eq. 1, sec. III-B):
 
-    x = x + Attn(LN(x));  x = x + MP-beta(x, p)
-    x = x + FFN(LN(x));   x = x + MP-beta(x, p)
+    x = x + Attn(LN(x));  x = x + MP-beta(x, P^{l-1})
+    x = x + FFN(LN(x));   P^l = MP-beta(x, P^{l-1});  x = x + P^l
 
-where p is the stage prompt: P^0 in stage 0, carried into later stages by the
-frozen PatchMerging. Since both calls of a block read the same p, the infrared
-term s4(M_P) is computed once per block, and for all blocks of a stage at once
-(`batched_prompt_terms`); the result is identical to the literal formulation.
+At a stage boundary the prompt passes through the frozen PatchMerging with the
+tokens. Both calls of a layer read the same P^{l-1}, so the infrared term
+s4(M_P) is computed once per layer; the result is identical to the literal
+formulation (test/test_backbone.py).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import BackboneConfig, ModelConfig, PrompterConfig
-from .prompter import PrompterAlpha, PrompterBeta, batched_prompt_terms
+from .prompter import PrompterAlpha, PrompterBeta
 from .swin import build_swin, swin_stages, window_attention
 from .weights import load_swin_checkpoint
 
@@ -90,7 +92,9 @@ class IVTuningBackbone(nn.Module):
         Args:
             rgb: normalised RGB (B, 3, H, W), any H and W.
             ir: normalised IR (B, ir_in_channels, H, W) in RGB geometry, or None
-                for RGB-only inference (the paper's VIS-only variant).
+                when the IR camera is missing: M_P = 0 in MP-alpha, so the same weights
+                run on RGB alone. (This is not the paper's "VIS-only" variant, Table
+                VIII (c), which is a separately trained model.)
         """
         self._check_inputs(rgb, ir)
         rgb = self._pad_to_patches(rgb)
@@ -114,14 +118,13 @@ class IVTuningBackbone(nn.Module):
             if merge is not None:
                 x = merge(x)
                 prompt = merge(prompt) if betas else None
-            terms = batched_prompt_terms(betas, prompt) if betas else ()
             for index, block in enumerate(blocks):
                 beta = betas[index] if index < len(betas) else None
-                term = terms[index] if index < len(betas) else None
                 if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                    x = checkpoint(_prompted_block, block, x, beta, term, use_reentrant=False)
+                    x, prompt = checkpoint(_prompted_block, block, x, beta, prompt,
+                                           use_reentrant=False)
                 else:
-                    x = _prompted_block(block, x, beta, term)
+                    x, prompt = _prompted_block(block, x, beta, prompt)
             features.append(out_norm(x).permute(0, 3, 1, 2))
         return features
 
@@ -147,17 +150,21 @@ class IVTuningBackbone(nn.Module):
         return F.pad(image, (0, -image.shape[3] % p, 0, -image.shape[2] % p))
 
 
-def _prompted_block(
-    block: nn.Module, x: Tensor, beta: PrompterBeta | None, prompt_term: Tensor | None
-) -> Tensor:
-    """One Swin block (torchvision modules, re-composed) with MP-beta after each residual."""
+def _prompted_block(block: nn.Module, x: Tensor, beta: PrompterBeta | None,
+                    prompt: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """One Swin block (torchvision modules, re-composed) with MP-beta after each residual.
+
+    Returns the block's tokens and the prompt it hands to the next layer: P^l, the
+    second MP-beta call's output (``prompt`` unchanged by a block without MP-beta).
+    """
     x = x + window_attention(block.norm1(x), block.attn)
-    if beta is not None:
-        x = x + beta.visible_term(x) + prompt_term
+    if beta is None:
+        return x + block.mlp(block.norm2(x)), prompt
+    infrared = beta.prompt_term(prompt)  # s4(M_P) of P^{l-1}: the same for both calls
+    x = x + beta.visible_term(x) + infrared
     x = x + block.mlp(block.norm2(x))
-    if beta is not None:
-        x = x + beta.visible_term(x) + prompt_term
-    return x
+    prompt = beta.visible_term(x) + infrared  # P^l (eq. 7)
+    return x + prompt, prompt
 
 
 def build_backbone(config: ModelConfig | BackboneConfig, prompter: PrompterConfig | None = None,

@@ -9,7 +9,6 @@ All token tensors are channels-last: (B, H, W, C).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -112,35 +111,6 @@ class PrompterBeta(ModalityPrompter):
 
     def forward(self, z_vis: Tensor, z_prompt: Tensor) -> Tensor:
         return self.visible_term(z_vis) + self.prompt_term(z_prompt)
-
-
-def batched_prompt_terms(betas: list[PrompterBeta], z_prompt: Tensor) -> Tensor:
-    """s4(M_P) of several MP-beta blocks that read the same prompt, in two matmuls.
-
-    Exactly ``torch.stack([beta.prompt_term(z_prompt) for beta in betas])``:
-    the LayerNorm statistics are shared, each block's LN affine and omega/phi
-    fold into its s2, all s2 run as one matmul and all s4 as one batched matmul.
-
-    Args:
-        betas: MP-beta modules of one stage, all of width C.
-        z_prompt: the stage prompt (B, H, W, C).
-    Returns:
-        (len(betas), B, H, W, C).
-    """
-    norm = betas[0].norm_prompt.norm
-    normalized = F.layer_norm(z_prompt, norm.normalized_shape, eps=norm.eps)
-    weights, biases = [], []
-    for beta in betas:
-        scale, shift = beta.norm_prompt.folded_affine()
-        weights.append(beta.s2.weight * scale)  # (h, C)
-        biases.append(beta.s2.weight @ shift + beta.s2.bias)
-    hidden = weights[0].shape[0]
-    latent = F.linear(normalized, torch.cat(weights), torch.cat(biases))  # (B, H, W, n*h)
-    latent = latent.reshape(-1, len(betas), hidden).transpose(0, 1)  # (n, BHW, h)
-    s4_weight = torch.stack([beta.s4.weight for beta in betas])  # (n, C, h)
-    s4_bias = torch.stack([beta.s4.bias for beta in betas])  # (n, C)
-    terms = torch.baddbmm(s4_bias[:, None, :], latent, s4_weight.transpose(1, 2))
-    return terms.view(len(betas), *z_prompt.shape)
 
 
 def _zero_linear(in_features: int, out_features: int) -> nn.Linear:
