@@ -95,3 +95,40 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "trainable weights identical on 2 ranks" in run.stdout
     assert (tmp_path / "last.pth").is_file()
+
+
+def test_paper_recipes_set_the_papers_values_and_explicit_options_win():
+    import argparse
+
+    from ivtuning_ros.train.command import _schedule_options, add_train_parser
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    seg = _schedule_options(parser.parse_args(
+        ["train", "--config", TINY, "--data", "synthetic", "--recipe", "paper-seg"]))
+    assert seg == {"epochs": 12, "iterations": 160_000, "batch_size": 2, "optimizer": "sgd",
+                   "lr": 1e-3, "weight_decay": 1e-2, "schedule": "poly",
+                   "warmup_steps": 1500}
+    det = _schedule_options(parser.parse_args(
+        ["train", "--config", TINY, "--data", "synthetic", "--recipe", "paper-det",
+         "--lr", "2e-4"]))
+    assert det["optimizer"] == "adamw" and det["epochs"] == 48 and det["iterations"] is None
+    assert det["lr"] == 2e-4 and det["weight_decay"] == 1e-4
+    short = _schedule_options(parser.parse_args(
+        ["train", "--config", TINY, "--data", "synthetic", "--recipe", "paper-seg",
+         "--epochs", "1"]))
+    assert short["iterations"] is None and short["epochs"] == 1
+
+
+def test_iterations_end_inside_an_epoch_with_sgd_and_poly(tiny_config, tmp_path):
+    torch.manual_seed(0)
+    options = TrainOptions(iterations=3, batch_size=1, optimizer="sgd", lr=1e-3,
+                           weight_decay=1e-2, schedule="poly", warmup_steps=1,
+                           out_dir=str(tmp_path))
+    train(build_model(tiny_config), tiny_config, tiny_dataset(4), options,
+          torch.device("cpu"), progress=False)
+    with open(tmp_path / "log.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["step"]) for row in rows] == [1, 2, 3]
+    rates = [float(row["lr"]) for row in rows]
+    assert rates[0] > rates[1] > rates[2] > 0  # poly decay after the 1-step warm-up

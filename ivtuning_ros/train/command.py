@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -10,6 +11,10 @@ from ..data.datasets import add_dataset_arguments, dataset_from_arguments
 from ..model import IVTuningModel, load_model
 from ..model.checkpoint import load_checkpoint
 from .loop import TrainOptions, train
+from .recipes import RECIPES
+
+# TrainOptions' own defaults, for the options a recipe may set.
+DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -23,10 +28,22 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value (with --config)")
     add_dataset_arguments(parser, default_length=200, default_split="train")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), help="a training preset of the "
+                        "paper: " + "; ".join(f"{k}: {r.description}"
+                                              for k, r in sorted(RECIPES.items()))
+                        + ". Options given explicitly override it")
+    parser.add_argument("--epochs", type=int, help=f"default {DEFAULTS['epochs']}")
+    parser.add_argument("--iterations", type=int, help="training steps (instead of --epochs)")
+    parser.add_argument("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"),
+                        help=f"default {DEFAULTS['optimizer']}")
+    parser.add_argument("--lr", type=float, help=f"default {DEFAULTS['lr']}")
+    parser.add_argument("--weight-decay", type=float,
+                        help=f"default {DEFAULTS['weight_decay']}")
+    parser.add_argument("--schedule", choices=("cosine", "poly"),
+                        help=f"after warm-up; default {DEFAULTS['schedule']}")
+    parser.add_argument("--warmup", type=int, help=f"warm-up steps; default "
+                                                   f"{DEFAULTS['warmup_steps']}")
     parser.add_argument("--workers", type=int, default=0, help="data loader processes")
     parser.add_argument("--train-backbone", action="store_true",
                         help="train the Swin too (visible pre-training, not IV-tuning)")
@@ -50,16 +67,35 @@ def run_train_command(args: argparse.Namespace) -> int:
     else:
         model, config, _ = load_model(args.config, None, overrides=args.overrides)
     dataset = dataset_from_arguments(args)
-    options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                           warmup_steps=args.warmup, train_backbone=args.train_backbone,
+    options = TrainOptions(**_schedule_options(args), train_backbone=args.train_backbone,
                            use_ir=not args.rgb_only, gradient_checkpointing=args.checkpointing,
                            workers=args.workers, seed=args.seed, out_dir=args.out)
     losses = train(model, config, dataset, options, torch.device(args.device),
                    resume=args.resume, progress=not args.quiet)
     kind = "full" if args.train_backbone else "adapter"
-    print(f"trained {config.name} for {args.epochs} epochs: final loss {losses['loss']:.4f}; "
+    length = (f"{options.iterations} iterations" if options.iterations
+              else f"{options.epochs} epochs")
+    print(f"trained {config.name} for {length}: final loss {losses['loss']:.4f}; "
           f"{kind} checkpoint {Path(args.out) / 'last.pth'}")
     return 0
+
+
+def _schedule_options(args: argparse.Namespace) -> dict:
+    """Optimiser and schedule: each option given on the command line, else the recipe's,
+    else the default. A recipe's length is iterations or epochs, whichever it names."""
+    recipe = RECIPES[args.recipe] if args.recipe else None
+    given = {"epochs": args.epochs, "iterations": args.iterations,
+             "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+             "weight_decay": args.weight_decay, "schedule": args.schedule,
+             "warmup_steps": args.warmup}
+    options = {}
+    for name, value in given.items():
+        if value is None and recipe is not None:
+            value = getattr(recipe, name)
+        options[name] = DEFAULTS.get(name) if value is None else value
+    if args.epochs is not None and args.iterations is None:
+        options["iterations"] = None  # an explicit --epochs replaces a recipe's iterations
+    return options
 
 
 def _export_base(model: IVTuningModel, out: Path) -> str:

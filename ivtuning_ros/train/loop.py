@@ -1,7 +1,8 @@
 """IV-tuning training: only the IR embedding, the prompter and the heads learn.
 
 One loop serves a single process and ``torchrun`` (DistributedDataParallel; NCCL on
-GPUs, gloo on CPUs). AdamW with linear warm-up and cosine decay, gradient clipping,
+GPUs, gloo on CPUs). AdamW (or SGD) with linear warm-up and cosine (or poly) decay over
+a number of epochs (or iterations), gradient clipping,
 AMP on CUDA, optional gradient checkpointing; adapter checkpoints and a training
 state for resuming; CSV and TensorBoard logs; a progress bar. At the end the frozen
 Swin is verified bit-identical to what it was at the start, and under DDP every rank
@@ -41,9 +42,12 @@ class TrainOptions:
     pre-training that stands in for a public checkpoint); IV-tuning leaves it False."""
 
     epochs: int = 12
+    iterations: int | None = None  # when set, the length instead of ``epochs``
     batch_size: int = 2
+    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9)
     lr: float = 1e-4
     weight_decay: float = 1e-4
+    schedule: str = "cosine"  # after warm-up: "cosine" | "poly" (power 1)
     warmup_steps: int = 100
     grad_clip: float = 0.1
     train_backbone: bool = False
@@ -69,16 +73,17 @@ def train(model: IVTuningModel, config: ModelConfig, dataset, options: TrainOpti
     core.train()
     _set_trainable(core, options)
     parameters = [p for p in core.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay)
+    optimizer = _optimizer(parameters, options)
     sampler = DistributedSampler(dataset, world, rank, seed=options.seed) if world > 1 else None
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=sampler is None,
                         sampler=sampler, num_workers=options.workers,
                         collate_fn=BatchBuilder(config, options.augmentation, options.use_ir,
                                                 seed=options.seed + rank),
                         generator=torch.Generator().manual_seed(options.seed))
-    total_steps = options.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(step, options.warmup_steps, total_steps))
+    total_steps = options.iterations or options.epochs * len(loader)
+    epochs = math.ceil(total_steps / len(loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(
+        step, options.warmup_steps, total_steps, options.schedule))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     start_epoch = _resume(out, core, optimizer, scheduler, scaler) if resume else 0
     # DDP starts by copying rank 0's weights to every rank: fingerprint the frozen Swin after.
@@ -89,10 +94,12 @@ def train(model: IVTuningModel, config: ModelConfig, dataset, options: TrainOpti
     losses: dict[str, float] = {}
     bar = tqdm(total=total_steps, initial=start_epoch * len(loader), unit="step",
                desc="train", disable=not progress or rank != 0)
-    for epoch in range(start_epoch, options.epochs):
+    for epoch in range(start_epoch, epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
         for batch in loader:
+            if scheduler.last_epoch >= total_steps:
+                break  # --iterations ends inside an epoch
             losses = _step(trained, core, criterion, optimizer, scaler, batch.to(device),
                            config, options, device)
             scheduler.step()
@@ -152,11 +159,23 @@ def _set_trainable(model: IVTuningModel, options: TrainOptions) -> None:
     model.backbone.gradient_checkpointing = options.gradient_checkpointing
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0.01 at ``total``."""
+def _optimizer(parameters: list[nn.Parameter], options: TrainOptions) -> torch.optim.Optimizer:
+    if options.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=options.lr, momentum=0.9,
+                               weight_decay=options.weight_decay)
+    if options.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay)
+    raise ValueError(f"optimizer must be adamw or sgd, got '{options.optimizer}'")
+
+
+def _lr_factor(step: int, warmup: int, total: int, schedule: str = "cosine") -> float:
+    """Linear warm-up to 1, then decay to 0.01 at ``total``: cosine, or poly (power 1, as
+    mmseg's SegFormer schedule)."""
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "poly":
+        return 0.01 + 0.99 * (1 - progress)
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -211,28 +230,46 @@ def _verify(model: IVTuningModel, frozen_before: str | None, world: int) -> None
 
 
 class _Log:
-    """CSV and TensorBoard logs of every step's losses and learning rate (rank 0)."""
+    """CSV and TensorBoard logs of every step's losses and learning rate (rank 0).
+
+    A loss first seen after the start (denoising losses need a batch with boxes) widens
+    the CSV: the file is rewritten with the new column, earlier rows leave it empty."""
 
     def __init__(self, out: Path, enabled: bool) -> None:
         self.enabled = enabled
+        self._path = out / "log.csv"
         self._file = self._writer = self._csv = None
         if enabled:
-            self._file = open(out / "log.csv", "a", newline="")  # noqa: SIM115
             self._writer = SummaryWriter(str(out / "tensorboard"))
 
     def write(self, step: int, epoch: int, losses: dict[str, float], lr: float) -> None:
         if not self.enabled:
             return
-        if self._csv is None:
-            self._csv = csv.DictWriter(self._file, ["step", "epoch", "lr", *sorted(losses)])
-            if self._file.tell() == 0:
-                self._csv.writeheader()
-        self._csv.writerow({"step": step, "epoch": epoch, "lr": lr, **losses})
+        row = {"step": step, "epoch": epoch, "lr": lr, **losses}
+        if self._csv is None or not set(row) <= set(self._csv.fieldnames):
+            self._open(row)
+        self._csv.writerow(row)
         for name, value in losses.items():
             self._writer.add_scalar(f"train/{name}", value, step)
         self._writer.add_scalar("train/lr", lr, step)
 
+    def _open(self, row: dict) -> None:
+        """(Re)open the CSV with every column so far (a resumed run's included)."""
+        if self._file is not None:
+            self._file.close()
+        rows = []
+        if self._path.is_file() and self._path.stat().st_size:
+            with open(self._path, newline="") as file:
+                rows = list(csv.DictReader(file))
+        known = list(rows[0]) if rows else ["step", "epoch", "lr"]
+        fields = known + sorted(set(row) - set(known))
+        self._file = open(self._path, "w", newline="")  # noqa: SIM115
+        self._csv = csv.DictWriter(self._file, fields, restval="")
+        self._csv.writeheader()
+        self._csv.writerows(rows)
+
     def close(self) -> None:
         if self.enabled:
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
             self._writer.close()
