@@ -25,11 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +36,6 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -48,6 +45,7 @@ from sensor_msgs.msg import Image
 from ivtuning_ros.ros.conversions import fill_image
 from ivtuning_ros.ros.node import PerceptionNode, stamp_ns
 from ivtuning_ros.ros.params import package_dir
+from ivtuning_ros.ros.spinning import spinning
 
 NAME = "ivtuning_perception"
 RGB_HZ, IR_HZ = 30.0, 8.7
@@ -163,27 +161,6 @@ class Recorder(Node):
         for status in msg.status:
             if status.name.startswith(f"{NAME}:"):
                 self.diagnostics.append((stamp_ns(msg.header.stamp), status))
-
-
-@contextmanager
-def spinning(context: Context, nodes: list[Node]) -> Iterator[None]:
-    """One single-threaded executor per node, each in its own thread (rclpy's
-    multi-threaded executor busy-waits on the GIL and starves the inference worker)."""
-    executors = []
-    for node in nodes:
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executors.append(executor)
-    threads = [threading.Thread(target=e.spin, daemon=True) for e in executors]
-    for thread in threads:
-        thread.start()
-    try:
-        yield
-    finally:
-        for executor in executors:
-            executor.shutdown()
-        for thread in threads:
-            thread.join(timeout=30)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:

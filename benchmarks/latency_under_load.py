@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 
 import numpy as np
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -30,6 +28,7 @@ from ivtuning_ros.model import build_model, load_config
 from ivtuning_ros.ros.conversions import fill_image, ir_from_image, rgb_from_image
 from ivtuning_ros.ros.node import PerceptionNode
 from ivtuning_ros.ros.params import package_dir
+from ivtuning_ros.ros.spinning import spinning
 from ivtuning_ros.runtime import Engine, EngineOptions
 
 RELIABLE_DEEP = QoSProfile(depth=10000, reliability=ReliabilityPolicy.RELIABLE)
@@ -115,27 +114,15 @@ def run_design(context, design: Node, cameras: Cameras, recorder: Recorder,
     """Spin the design, the cameras and the recorder on single-threaded executors of their
     own (a blocked design must not slow the cameras or the client; rclpy's multi-threaded
     executor busy-waits on the GIL while callbacks run) for ``duration`` seconds."""
-    executors = []
-    for node in (design, cameras, recorder):
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executors.append(executor)
-    threads = [threading.Thread(target=e.spin, daemon=True) for e in executors]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.0)  # discovery
-    cameras.running = True
-    time.sleep(WARMUP_S)  # the first frames set up kernels; ages count from here
-    recorder.start = time.monotonic()
-    recorder.samples.clear()
-    time.sleep(duration)
-    cameras.running = False
-    samples = [s for s in recorder.samples if s[0] <= duration]
-    for executor in executors:
-        executor.shutdown()
-    for thread in threads:
-        thread.join(timeout=30)
-    return samples
+    with spinning(context, [design, cameras, recorder]):
+        time.sleep(1.0)  # discovery
+        cameras.running = True
+        time.sleep(WARMUP_S)  # the first frames set up kernels; ages count from here
+        recorder.start = time.monotonic()
+        recorder.samples.clear()
+        time.sleep(duration)
+        cameras.running = False
+    return [s for s in recorder.samples if s[0] <= duration]
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from PIL import Image as PILImage
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -31,6 +30,7 @@ from .data.synthetic import make_scene
 from .ros.conversions import fill_image, image_to_array
 from .ros.node import PerceptionNode
 from .ros.params import package_dir
+from .ros.spinning import spinning
 
 NODE = "ivtuning_perception"
 # The project's trained demo weights (see models/README.md and `make demo-weights`).
@@ -133,18 +133,11 @@ def run_demo(out_dir: Path, frames: int, rate: float, parameters: dict,
     node.trigger_configure()
     node.trigger_activate()
     cameras, recorder = SyntheticCameras(context, scenes, rate), Recorder(context)
-    executors = []
-    for each in (node, recorder, cameras):
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(each)
-        executors.append(executor)
-        threading.Thread(target=executor.spin, daemon=True).start()
     model_name = node.model_name
     try:
-        _wait_for_frames(cameras, recorder, frames)
+        with spinning(context, [node, recorder, cameras]):
+            _wait_for_frames(cameras, recorder, frames)
     finally:
-        for executor in executors:
-            executor.shutdown()
         node.trigger_deactivate()
         for each in (node, cameras, recorder):
             each.destroy_node()

@@ -17,7 +17,6 @@ import argparse
 import importlib
 import os
 import re
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -32,7 +31,6 @@ import torch
 from mcap.reader import make_reader
 from mcap.records import Channel, Message, Schema
 from mcap.writer import Writer
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -55,6 +53,7 @@ from .conversions import (
 from .messages import detections_to_msg, image_msg
 from .node import PerceptionNode
 from .params import package_dir
+from .spinning import spinning
 
 NODE_NAME = "ivtuning_perception"
 RGB_TOPIC = "/camera/rgb/image_raw"
@@ -412,7 +411,7 @@ def _replay(files: list[Path], rgb_topic: str, ir_topic: str, types: dict[str, t
     replayer.create_subscription(Detection2DArray, output,
                                  lambda _: answers.append(time.monotonic()), 10)
     try:
-        with _spinning(replayer, ros):
+        with spinning(ros, [replayer]):
             _wait_for_node(replayer, publishers, output, node_name)
             counts = _publish(files, rgb_topic, ir_topic, publishers, rate, progress)
             _drain(answers, counts["rgb"])
@@ -486,27 +485,12 @@ def _ros_context(context):
 
 
 @contextmanager
-def _spinning(node, context):
-    """Spin ``node`` in a thread with its own single-threaded executor (a multi-threaded one
-    busy-waits and starves the node's inference thread of the GIL)."""
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    try:
-        yield node
-    finally:
-        executor.shutdown()
-        thread.join(timeout=10)
-
-
-@contextmanager
 def _in_process_node(context, node_name: str, parameters: dict):
     """A configured, active `PerceptionNode` spinning in this process."""
     node = PerceptionNode(node_name, context=context, parameter_overrides=[
         Parameter(name, value=value) for name, value in parameters.items()])
     try:
-        with _spinning(node, context):
+        with spinning(context, [node]):
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise ValueError("the in-process perception node failed to configure (its "
                                  "log above says why)")
