@@ -53,12 +53,12 @@ def model_components(model: IVTuningModel, rgb: torch.Tensor,
     }
     head = model.detection
     if head is not None:
-        memory, shapes = head.encode(features)
-        query, reference, enc = head.select_queries(memory, shapes)
+        memory, levels = head.encode(features)
+        query, reference, enc = head.select_queries(memory, levels)
         components["neck_encoder"] = lambda: head.encode(features)
-        components["query_selection"] = lambda: head.select_queries(memory, shapes)
+        components["query_selection"] = lambda: head.select_queries(memory, levels)
         components["decoder"] = lambda: head.predict(*head.decode(query, reference, memory,
-                                                                  shapes), enc)
+                                                                  levels), enc)
     if model.segmentation is not None:
         size = tuple(rgb.shape[-2:])
         components["segmentation_head"] = lambda: model.segmentation(features, size)
@@ -109,13 +109,15 @@ class DualBranchBaseline(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, rgb: Tensor, ir: Tensor | None = None) -> dict:
+    def forward(self, rgb: Tensor, ir: Tensor | None = None,
+                valid_sizes: Tensor | None = None) -> dict:
         backbone = self.model.backbone
         features = backbone.forward_frozen(rgb)
         if ir is not None:
             ir_features = backbone.forward_frozen(ir[:, :1].expand(-1, 3, -1, -1))
             features = [a + b for a, b in zip(features, ir_features, strict=True)]
-        return {**self.model.heads(features, tuple(rgb.shape[-2:])), "ir_used": ir is not None}
+        return {**self.model.heads(features, tuple(rgb.shape[-2:]), valid_sizes=valid_sizes),
+                "ir_used": ir is not None}
 
 
 def engine_variants(model: IVTuningModel, config: ModelConfig,

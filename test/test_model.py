@@ -1,5 +1,8 @@
 """The complete model: every config runs end to end on CPU, deterministically and
-independently of batch composition; DINO's structural contracts hold."""
+independently of batch composition and of the floating-point dtype; DINO's structural
+contracts hold."""
+import copy
+
 import pytest
 import torch
 
@@ -107,3 +110,30 @@ def test_a_model_needs_a_head(tiny_config):
     tiny_config.detection = tiny_config.segmentation = None
     with pytest.raises(ValueError, match="needs a detection head"):
         build_model(tiny_config)
+
+
+@pytest.mark.parametrize("valid_sizes", [None, torch.tensor([[45.0, 80.0]])])
+def test_a_float64_model_equals_the_float32_one(tiny_model, tiny_config, valid_sizes):
+    """No constant of the forward is pinned to float32: the whole model runs in float64."""
+    rgb, ir = inputs(tiny_config, 64, 80)
+    with torch.inference_mode():
+        expected = tiny_model(rgb, ir, valid_sizes=valid_sizes)
+        model = copy.deepcopy(tiny_model).to(torch.float64)
+        out = model(rgb.double(), ir.double(),
+                    valid_sizes=None if valid_sizes is None else valid_sizes.double())
+    for key in ("pred_logits", "pred_boxes", "seg_logits"):
+        assert out[key].dtype == torch.float64
+        torch.testing.assert_close(out[key].float(), expected[key], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("valid_sizes", [None, torch.tensor([[45.0, 80.0]])])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_model_runs(tiny_model, tiny_config, dtype, valid_sizes):
+    """A plain half-precision model (no autocast), on the CPU: geometry is computed in
+    float32 and cast where it meets the weights."""
+    rgb, ir = inputs(tiny_config, 64, 80)
+    model = tiny_model.to(dtype)
+    with torch.inference_mode():
+        out = model(rgb.to(dtype), ir.to(dtype), valid_sizes=valid_sizes)
+    for key in ("pred_logits", "pred_boxes", "seg_logits"):
+        assert out[key].dtype == dtype and torch.isfinite(out[key]).all()

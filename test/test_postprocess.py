@@ -22,7 +22,8 @@ from ivtuning_ros.model.postprocess import (
     select_detections,
 )
 
-# 1280x720 camera into a 640x640 network input: scale 0.5, 640x360 image, 140 rows pad on top.
+# 1280x720 camera into a 640x640 network input: scale 0.5, a 640x360 image at the top left,
+# 280 rows of padding below it.
 HD = letterbox_for(720, 1280, 640, 640)
 
 
@@ -132,8 +133,9 @@ def test_postprocess_end_to_end():
     # Image 0: top 4 are (q2, c0, s(3)), (q0, c1), (q1, c0, s(1)), (q0, c0, s(0) = 0.5).
     assert torch.equal(results[0]["labels"], torch.tensor([0, 0, 0]))
     assert torch.allclose(results[0]["scores"], torch.tensor([3.0, 1.0, 0.0]).sigmoid())
-    # Query 2: xyxy (0.5, 0.375, 1.0, 0.625) * 640 = (320, 240, 640, 400) network pixels.
-    assert torch.allclose(results[0]["boxes"][0], torch.tensor([640.0, 200.0, 1280.0, 520.0]))
+    # Query 2: xyxy (0.5, 0.375, 1.0, 0.625) of the 640x360 image region = (320, 135, 640,
+    # 225) network pixels, i.e. the same fractions of the 1280x720 original (as mmdet rescales).
+    assert torch.allclose(results[0]["boxes"][0], torch.tensor([640.0, 270.0, 1280.0, 450.0]))
     # Image 1: (q1, c0, s(5)) kept; (q1, c1) and (q2, c1) are class 1; (q2, c0) is below 0.5.
     assert torch.equal(results[1]["labels"], torch.tensor([0]))
     assert results[1]["boxes"].shape == (1, 4)
@@ -142,39 +144,39 @@ def test_postprocess_end_to_end():
 # --- letterbox ---------------------------------------------------------------------------------
 
 def test_letterbox_for_non_square():
-    assert HD == Letterbox(scale=0.5, pad_x=0.0, pad_y=140.0, orig_h=720, orig_w=1280,
-                           in_h=640, in_w=640)
-    assert HD.valid_slices == (slice(140, 500), slice(0, 640))
-    corner = letterbox_for(720, 1280, 640, 640, center=False)
-    assert (corner.pad_x, corner.pad_y) == (0.0, 0.0)
-    assert corner.valid_slices == (slice(0, 360), slice(0, 640))
-    # 100x200 into 65x64: scale 0.32, 32x64 image, 33 rows of padding: 16 on top.
+    assert HD == Letterbox(scale=0.5, orig_h=720, orig_w=1280, in_h=640, in_w=640)
+    assert HD.valid_size == (360, 640)
+    assert HD.valid_slices == (slice(0, 360), slice(0, 640))  # top left, padding below
+    # 100x200 into 65x64: scale 0.32, a 32x64 image, all 33 rows of padding below it.
     odd = letterbox_for(100, 200, 65, 64)
-    assert (odd.scale, odd.pad_x, odd.pad_y) == (0.32, 0.0, 16.0)
+    assert (odd.scale, odd.valid_slices) == (0.32, (slice(0, 32), slice(0, 64)))
     portrait = letterbox_for(1280, 720, 640, 640)
-    assert (portrait.scale, portrait.pad_x, portrait.pad_y) == (0.5, 140.0, 0.0)
+    assert (portrait.scale, portrait.valid_slices) == (0.5, (slice(0, 640), slice(0, 360)))
+    assert letterbox_for(480, 640, 480, 640).valid_size == (480, 640)  # no padding
     with pytest.raises(ValueError):
         letterbox_for(0, 1280, 640, 640)
 
 
 def test_boxes_to_original_by_hand():
     network_pixels = torch.tensor([
-        [100.0, 160.0, 300.0, 340.0],
-        [-10.0, 100.0, 650.0, 520.0],  # outside the image on every side: clipped
+        [100.0, 45.0, 300.0, 225.0],
+        [-10.0, -45.0, 650.0, 405.0],  # outside the image on every side: clipped
     ])
-    original = boxes_to_original(network_pixels / 640, HD)
+    # The head normalises boxes to the 640x360 image region, not to the 640x640 input
+    # (pixel values whose fractions are exact in binary).
+    original = boxes_to_original(network_pixels / torch.tensor([640.0, 360.0] * 2), HD)
     expected = torch.tensor([
-        [200.0, 40.0, 600.0, 400.0],
-        [0.0, 0.0, 1280.0, 720.0],  # unclipped: (-20, -80, 1300, 760)
+        [200.0, 90.0, 600.0, 450.0],
+        [0.0, 0.0, 1280.0, 720.0],  # unclipped: (-20, -90, 1300, 810)
     ])
     assert torch.equal(original, expected)
-    assert torch.equal(HD.to_original(network_pixels[1]), torch.tensor([-20.0, -80, 1300, 760]))
+    assert torch.equal(HD.to_original(network_pixels[1]), torch.tensor([-20.0, -90, 1300, 810]))
 
 
 @pytest.mark.parametrize("letterbox", [
     HD,
     letterbox_for(480, 640, 512, 512),
-    letterbox_for(1080, 1920, 384, 512, center=False),
+    letterbox_for(1080, 1920, 384, 512),
     letterbox_for(101, 77, 64, 96),
 ])
 def test_letterbox_round_trip(letterbox):
@@ -184,7 +186,8 @@ def test_letterbox_round_trip(letterbox):
     boxes = torch.cat([corners.amin(dim=2), corners.amax(dim=2)], dim=-1)  # valid xyxy
     network = letterbox.to_input(boxes)
     assert torch.allclose(letterbox.to_original(network), boxes, atol=1e-3)
-    normalised = network / torch.tensor([letterbox.in_w, letterbox.in_h] * 2)
+    height, width = letterbox.valid_size
+    normalised = network / torch.tensor([width, height] * 2)
     assert torch.allclose(boxes_to_original(normalised, letterbox), boxes, atol=1e-3)
 
 
@@ -192,12 +195,12 @@ def test_letterbox_round_trip(letterbox):
 
 @pytest.mark.parametrize("transpose", [False, True])
 def test_segmentation_to_original_crops_padding(transpose):
-    # 6x12 into 8x8: scale 2/3, a 4x8 image with 2 rows of padding on each side.
+    # 6x12 into 8x8: scale 2/3, a 4x8 image at the top with 4 rows of padding below.
     letterbox = letterbox_for(6, 12, 8, 8)
     logits = torch.zeros(2, 3, 8, 8)
-    logits[:, 2, :2] = logits[:, 2, 6:] = 100.0  # padding: class 2, loud enough to bleed
-    logits[:, 0, 2:6, :4] = 10.0  # valid left half: class 0
-    logits[:, 1, 2:6, 4:] = 10.0  # valid right half: class 1
+    logits[:, 2, 4:] = 100.0  # padding: class 2, loud enough to bleed
+    logits[:, 0, :4, :4] = 10.0  # valid left half: class 0
+    logits[:, 1, :4, 4:] = 10.0  # valid right half: class 1
     # Output column j samples source column (j + 0.5) * 8 / 12 - 0.5: j <= 5 lies nearer 3.
     expected = torch.zeros(2, 6, 12, dtype=torch.long)
     expected[:, :, 6:] = 1

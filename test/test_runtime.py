@@ -42,7 +42,8 @@ def by_hand(model, config, rgb, ir, homography, threshold=0.0, max_detections=10
         if ir is not None:
             grid = ir_sampling_grid(homography, ir.shape, letterbox)
             ir_in = pre.ir(torch.from_numpy(ir), grid, config.prompter.ir_in_channels)
-        out = model(rgb_in, ir_in)
+        valid_sizes = torch.tensor([letterbox.valid_size], dtype=torch.float32)
+        out = model(rgb_in, ir_in, valid_sizes=valid_sizes)
         dets = postprocess(out["pred_logits"], out["pred_boxes"], letterbox,
                            num_select=config.detection.num_select, score_threshold=threshold,
                            max_detections=max_detections)[0]
@@ -155,7 +156,8 @@ def test_sampling_grid_is_float32_and_equals_the_float64_reference(rgb_size, inp
 
 def test_letterboxed_ir_lands_on_the_letterboxed_rgb():
     """Same scene in both cameras (IR = half-resolution grey): the registered IR input
-    matches the grey of the RGB input, padding included."""
+    matches the grey of the RGB input, padding included: the image at the top left, the
+    padding below it."""
     config = InputConfig(height=64, width=64)
     rgb = np.zeros((48, 96, 3), np.uint8)
     rgb[10:30, 20:60] = 255
@@ -168,7 +170,9 @@ def test_letterboxed_ir_lands_on_the_letterboxed_rgb():
     ir_in = torch.nn.functional.grid_sample(torch.from_numpy(grey).float()[None, None], grid,
                                             align_corners=False)[0, 0]
     rows, cols = letterbox.valid_slices
-    assert (ir_in[: rows.start] == 0).all() and (ir_in[rows.stop:] == 0).all()
+    assert (rows, cols) == (slice(0, 32), slice(0, 64))
+    assert (ir_in[rows.stop:] == 0).all()
+    assert (rgb_in[rows.stop:] == config.rgb_mean[0] * 255).all()  # padding: the mean colour
     assert (rgb_in[rows, cols] - ir_in[rows, cols]).abs().mean() < 12  # of 255
 
 

@@ -144,7 +144,9 @@ class MultiScaleDeformableAttention(nn.Module):
         weights = weights.softmax(-1).view(batch, num_query, heads, levels, points)
         locations = self._sampling_locations(reference_points, offsets, spatial_shapes)
         out = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)
-        return self.output_proj(out)
+        # Sampled at the wider of the value's and the locations' dtypes: back to the
+        # value's for the projection (a no-op under autocast, which casts it anyway).
+        return self.output_proj(out.to(value.dtype))
 
     def _sampling_locations(
         self, reference_points: Tensor, offsets: Tensor, spatial_shapes: Sequence[tuple[int, int]]
@@ -152,18 +154,19 @@ class MultiScaleDeformableAttention(nn.Module):
         """(B, Q, heads, L, P, 2): offsets are in pixels of each level, or box half-sizes."""
         ref = reference_points[:, :, None, :, None, :]
         if reference_points.shape[-1] == 2:
-            return ref + offsets / _level_sizes(spatial_shapes, offsets.device)[:, None, :]
+            return ref + offsets / level_sizes(spatial_shapes, offsets.device)[:, None, :]
         return ref[..., :2] + offsets / self.num_points * ref[..., 2:] * 0.5
 
 
-def _level_sizes(spatial_shapes: Sequence[tuple[int, int]], device: torch.device) -> Tensor:
-    """(L, 2) float32 (W_l, H_l).
+def level_sizes(spatial_shapes: Sequence[tuple[int, int]], device: torch.device,
+                dtype: torch.dtype = torch.float32) -> Tensor:
+    """(L, 2) (W_l, H_l) on ``device``.
 
     Filled element by element: `torch.tensor(...)` on a GPU is a synchronous
-    host-to-device copy, which CUDA graph capture forbids. float32 keeps large
-    sizes exact under autocast.
+    host-to-device copy, which CUDA graph capture forbids. float32 (the default)
+    keeps large sizes exact under autocast.
     """
-    sizes = torch.empty(len(spatial_shapes), 2, device=device)
+    sizes = torch.empty(len(spatial_shapes), 2, dtype=dtype, device=device)
     for level, (height, width) in enumerate(spatial_shapes):
         sizes[level, 0] = width
         sizes[level, 1] = height

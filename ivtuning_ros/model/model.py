@@ -16,9 +16,16 @@ class IVTuningModel(nn.Module):
 
     forward(rgb, ir) returns a dict:
       ``ir_used`` (bool): False when run RGB-only;
-      ``pred_logits`` (B, Q, K) and ``pred_boxes`` (B, Q, 4) normalised cxcywh of
-      the network input, when the model detects (plus training-only extras);
+      ``pred_logits`` (B, Q, K) and ``pred_boxes`` (B, Q, 4) cxcywh normalised to
+      each image's region of the network input, when the model detects (plus
+      training-only extras);
       ``seg_logits`` (B, K_seg, H, W) at the input size, when it segments.
+
+    ``valid_sizes`` (B, 2) float is each image's (height, width) in input pixels,
+    at the top left of a right/bottom-padded input (as letterboxed by
+    ``runtime.preprocess.network_letterbox``); None: the whole input is image.
+    The detection head masks the padding; the segmentation head needs nothing
+    (its output is cropped to the image afterwards).
 
     ``denoising`` (training only) is passed to the detection head: see
     ``DINOHead.forward`` for what it adds (``dn_outputs``).
@@ -33,18 +40,19 @@ class IVTuningModel(nn.Module):
         self.detection = detection
         self.segmentation = segmentation
 
-    def forward(self, rgb: Tensor, ir: Tensor | None = None, denoising: Any = None) -> dict:
+    def forward(self, rgb: Tensor, ir: Tensor | None = None, denoising: Any = None,
+                valid_sizes: Tensor | None = None) -> dict:
         features = self.backbone(rgb, ir)
-        outputs = self.heads(features.features, tuple(rgb.shape[-2:]), denoising)
+        outputs = self.heads(features.features, tuple(rgb.shape[-2:]), denoising, valid_sizes)
         outputs["ir_used"] = features.ir_used
         return outputs
 
     def heads(self, features: list[Tensor], input_size: tuple[int, int],
-              denoising: Any = None) -> dict:
+              denoising: Any = None, valid_sizes: Tensor | None = None) -> dict:
         """Both heads on the four stage maps; seg_logits at ``input_size``."""
         outputs: dict = {}
         if self.detection is not None:
-            outputs.update(self.detection(features, denoising))
+            outputs.update(self.detection(features, denoising, valid_sizes, input_size))
         if self.segmentation is not None:
             outputs["seg_logits"] = self.segmentation(features, input_size)
         return outputs

@@ -1,9 +1,10 @@
 """DINO detection and segmentation post-processing back to original image pixels.
 
 The network sees a letterboxed image: the original (orig_h, orig_w) resized
-with its aspect ratio kept, then padded to the network input (in_h, in_w).
-`Letterbox` records that mapping; one Letterbox applies to a whole batch, so
-a batch holds images of one original size (one camera stream).
+with its aspect ratio kept into the top left of the network input (in_h, in_w),
+padded right and bottom, as mmdet pads a batch (the detection head masks that
+padding). `Letterbox` records that mapping; one Letterbox applies to a whole
+batch, so a batch holds images of one original size (one camera stream).
 
 The functions marked graph-safe run with fixed shapes, without host
 synchronisation and without data-dependent Python control flow, so they can
@@ -23,14 +24,12 @@ from .box_ops import box_cxcywh_to_xyxy
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Keep-ratio resize by ``scale`` plus ``pad_x``/``pad_y`` network pixels on the left/top.
+    """Keep-ratio resize by ``scale`` into the top left of the network input.
 
-    Box methods take xyxy boxes (..., 4) in pixels: x_orig = (x_in - pad_x) / scale.
+    Box methods take xyxy boxes (..., 4) in pixels: x_orig = x_in / scale.
     """
 
     scale: float
-    pad_x: float
-    pad_y: float
     orig_h: int
     orig_w: int
     in_h: int
@@ -38,16 +37,11 @@ class Letterbox:
 
     def to_original(self, boxes: Tensor) -> Tensor:
         """Network-input pixels -> original pixels, not clipped."""
-        x0, y0, x1, y1 = boxes.unbind(-1)
-        return torch.stack([self._x_to_original(x0), self._y_to_original(y0),
-                            self._x_to_original(x1), self._y_to_original(y1)], dim=-1)
+        return boxes / self.scale
 
     def to_input(self, boxes: Tensor) -> Tensor:
         """Original pixels -> network-input pixels (the inverse of `to_original`)."""
-        x0, y0, x1, y1 = boxes.unbind(-1)
-        s = self.scale
-        return torch.stack([x0 * s + self.pad_x, y0 * s + self.pad_y,
-                            x1 * s + self.pad_x, y1 * s + self.pad_y], dim=-1)
+        return boxes * self.scale
 
     def clip(self, boxes: Tensor) -> Tensor:
         """Clip original-pixel boxes to [0, orig_w] x [0, orig_h]."""
@@ -57,33 +51,27 @@ class Letterbox:
                            dim=-1)
 
     @property
+    def valid_size(self) -> tuple[int, int]:
+        """(height, width) of the resized image: the top-left region of the network input
+        that is not padding (the model's ``valid_sizes``, mmdet's ``img_shape``)."""
+        return round(self.orig_h * self.scale), round(self.orig_w * self.scale)
+
+    @property
     def valid_slices(self) -> tuple[slice, slice]:
         """(rows, cols) of the network input that hold the resized image, not padding."""
-        top, left = round(self.pad_y), round(self.pad_x)
-        return (slice(top, top + round(self.orig_h * self.scale)),
-                slice(left, left + round(self.orig_w * self.scale)))
-
-    def _x_to_original(self, x: Tensor) -> Tensor:
-        return (x - self.pad_x) / self.scale
-
-    def _y_to_original(self, y: Tensor) -> Tensor:
-        return (y - self.pad_y) / self.scale
+        height, width = self.valid_size
+        return slice(0, height), slice(0, width)
 
 
-def letterbox_for(orig_h: int, orig_w: int, in_h: int, in_w: int,
-                  center: bool = True) -> Letterbox:
+def letterbox_for(orig_h: int, orig_w: int, in_h: int, in_w: int) -> Letterbox:
     """The letterbox that fits (orig_h, orig_w) into (in_h, in_w) keeping the aspect ratio.
 
-    The resized image is round(orig * scale) pixels; when ``center`` the padding
-    is split evenly (the odd pixel goes right/bottom), otherwise all of it is
+    The resized image is round(orig * scale) pixels at the top left; all padding is
     right/bottom.
     """
     if min(orig_h, orig_w, in_h, in_w) <= 0:
         raise ValueError(f"sizes must be positive, got orig {orig_h}x{orig_w}, in {in_h}x{in_w}")
-    scale = min(in_h / orig_h, in_w / orig_w)
-    pad_x = (in_w - round(orig_w * scale)) // 2 if center else 0
-    pad_y = (in_h - round(orig_h * scale)) // 2 if center else 0
-    return Letterbox(scale, float(pad_x), float(pad_y), orig_h, orig_w, in_h, in_w)
+    return Letterbox(min(in_h / orig_h, in_w / orig_w), orig_h, orig_w, in_h, in_w)
 
 
 def select_detections(pred_logits: Tensor, pred_boxes: Tensor,
@@ -92,11 +80,11 @@ def select_detections(pred_logits: Tensor, pred_boxes: Tensor,
 
     Args:
         pred_logits: (B, Q, K) raw class logits of the last decoder layer.
-        pred_boxes: (B, Q, 4) cxcywh normalised to the network input.
+        pred_boxes: (B, Q, 4) cxcywh normalised to the image region of the input.
         num_select: k, capped at Q * K.
     Returns:
         scores (B, k) sigmoid scores sorted descending, labels (B, k) int64,
-        boxes (B, k, 4) xyxy normalised to the network input.
+        boxes (B, k, 4) xyxy normalised as ``pred_boxes``.
     """
     num_classes = pred_logits.shape[-1]
     k = min(num_select, pred_logits.shape[1] * num_classes)
@@ -108,12 +96,15 @@ def select_detections(pred_logits: Tensor, pred_boxes: Tensor,
 
 
 def boxes_to_original(boxes_xyxy_norm: Tensor, letterbox: Letterbox) -> Tensor:
-    """(..., 4) xyxy normalised to the network input -> xyxy original pixels, clipped.
+    """(..., 4) xyxy normalised to the image region of the input -> xyxy original pixels,
+    clipped.
 
-    Graph-safe. The one ``letterbox`` applies to every image of the batch.
+    The detection head normalises boxes to the image region (``valid_size``), as
+    mmdet normalises to ``img_shape``. Graph-safe. The one ``letterbox`` applies to
+    every image of the batch.
     """
     x0, y0, x1, y1 = boxes_xyxy_norm.unbind(-1)
-    w, h = letterbox.in_w, letterbox.in_h
+    h, w = letterbox.valid_size
     pixels = torch.stack([x0 * w, y0 * h, x1 * w, y1 * h], dim=-1)
     return letterbox.clip(letterbox.to_original(pixels))
 

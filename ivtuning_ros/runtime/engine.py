@@ -101,6 +101,7 @@ class _Pipeline:
         self.buffers = FrameBuffers(rgb_shape, ir_shape, ir_dtype, engine.device)
         self.letterbox: Letterbox = network_letterbox(rgb_shape[0], rgb_shape[1],
                                                       engine.config.input)
+        self.valid_sizes = _valid_sizes(self.letterbox, engine.device)
         self.ir_shape = ir_shape
         self.grid = (torch.zeros(1, self.letterbox.in_h, self.letterbox.in_w, 2,
                                  device=engine.device) if ir_shape else None)
@@ -138,7 +139,7 @@ class _Pipeline:
         autocast = (torch.autocast(engine.device.type, dtype=engine.autocast_dtype)
                     if engine.autocast_dtype is not None else nullcontext())
         with autocast:
-            return engine.forward(rgb, ir)
+            return engine.forward(rgb, ir, valid_sizes=self.valid_sizes)
 
     def postprocess(self, outputs: dict) -> dict[str, Tensor]:
         engine = self.engine
@@ -373,6 +374,15 @@ def _trim_host_heap() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def _valid_sizes(letterbox: Letterbox, device: torch.device) -> Tensor | None:
+    """The model's ``valid_sizes`` (1, 2) for this letterbox, a static device buffer (made
+    once, outside any graph capture); None when the image fills the input, which takes
+    the model's unpadded path (the same numbers, without masks)."""
+    if letterbox.valid_size == (letterbox.in_h, letterbox.in_w):
+        return None
+    return torch.tensor([letterbox.valid_size], dtype=torch.float32, device=device)
 
 
 def _check_frame(rgb: np.ndarray, ir: np.ndarray | None) -> None:

@@ -1,8 +1,9 @@
 """Raw frames -> network input, on the model's device. The one preprocessing of the project:
 the engine, training and evaluation all call these functions.
 
-RGB: uint8 (H, W, 3) -> float, letterboxed (keep-ratio bilinear resize, padding 0
-after normalisation, i.e. the mean colour) and normalised.
+RGB: uint8 (H, W, 3) -> float, letterboxed (keep-ratio bilinear resize into the top
+left, padding right/bottom as mmdet pads, 0 after normalisation, i.e. the mean colour)
+and normalised. The model is told the image region (``valid_sizes``) and masks the rest.
 IR: mono8, 16-bit counts or float temperature (h, w) -> [0, 1] (``/255``, or
 automatic gain control), warped into the letterboxed RGB geometry by one
 precomputed `grid_sample` grid (`ir_sampling_grid`), normalised.
@@ -26,7 +27,8 @@ AGC_SAMPLE_PIXELS = 65536
 
 
 def network_letterbox(rgb_height: int, rgb_width: int, config: InputConfig) -> Letterbox:
-    """Where an RGB frame of this size lands in the network input."""
+    """Where an RGB frame of this size lands in the network input: its top-left
+    ``valid_size`` region."""
     return letterbox_for(rgb_height, rgb_width, config.height, config.width)
 
 

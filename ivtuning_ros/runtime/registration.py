@@ -80,7 +80,7 @@ def rgb_geometry_grid(homography: np.ndarray, ir_size: tuple[int, int],
                       rgb_size: tuple[int, int], device: torch.device | str = "cpu") -> Tensor:
     """`ir_sampling_grid` at the RGB frame's own size (no letterbox): (1, H, W, 2)."""
     height, width = rgb_size
-    identity = Letterbox(1.0, 0.0, 0.0, height, width, height, width)
+    identity = Letterbox(1.0, height, width, height, width)
     return ir_sampling_grid(homography, ir_size, identity, device)
 
 

@@ -3,7 +3,11 @@
 Every sample goes through the engine's own preprocessing (`runtime.preprocess`):
 letterbox, IR gain control and registration into the RGB geometry, normalisation.
 Augmentation then runs on the registered tensors, so one geometric transform moves
-RGB, IR, boxes and mask together; photometric changes are drawn per modality.
+RGB, IR, boxes and mask together; photometric changes are drawn per modality. The
+image stays at the top left of the input (flips mirror the image region only, zoom
+windows start inside it), so each sample's ``valid_sizes`` tells the model what is
+padding, as at inference; boxes are normalised to that region, as mmdet normalises
+them to ``img_shape``.
 """
 from __future__ import annotations
 
@@ -43,17 +47,20 @@ class Augmentation:
 @dataclass
 class Batch:
     """rgb (B, 3, H, W); ir (B, C, H, W) or None; targets per image (labels, boxes cxcywh
-    normalised); masks (B, H, W) int64 with IGNORE, or None."""
+    normalised to the image region); masks (B, H, W) int64 with IGNORE, or None;
+    valid_sizes (B, 2) float32 (height, width) of each image region, at the top left."""
 
     rgb: Tensor
     ir: Tensor | None
     targets: list[dict[str, Tensor]]
     masks: Tensor | None
+    valid_sizes: Tensor
 
     def to(self, device: torch.device) -> Batch:
         return Batch(self.rgb.to(device), None if self.ir is None else self.ir.to(device),
                      [{k: v.to(device) for k, v in t.items()} for t in self.targets],
-                     None if self.masks is None else self.masks.to(device))
+                     None if self.masks is None else self.masks.to(device),
+                     self.valid_sizes.to(device))
 
 
 class BatchBuilder:
@@ -72,9 +79,11 @@ class BatchBuilder:
         rgb = torch.cat([item[0] for item in items])
         ir = torch.cat([item[1] for item in items]) if self.use_ir else None
         masks = torch.stack([item[3] for item in items]) if items[0][3] is not None else None
-        return Batch(rgb, ir, [item[2] for item in items], masks)
+        valid_sizes = torch.tensor([item[4] for item in items], dtype=torch.float32)
+        return Batch(rgb, ir, [item[2] for item in items], masks, valid_sizes)
 
-    def _item(self, sample: Sample) -> tuple[Tensor, Tensor | None, dict, Tensor | None]:
+    def _item(self, sample: Sample) -> tuple[Tensor, Tensor | None, dict, Tensor | None,
+                                             tuple[int, int]]:
         letterbox = network_letterbox(sample.rgb.shape[0], sample.rgb.shape[1],
                                       self.config.input)
         with torch.no_grad():
@@ -86,44 +95,74 @@ class BatchBuilder:
                 grid = ir_sampling_grid(homography, sample.ir.shape, letterbox)
                 ir = self.preprocessor.ir(torch.from_numpy(np.ascontiguousarray(sample.ir)),
                                           grid, self.config.prompter.ir_in_channels)
-        height, width = letterbox.in_h, letterbox.in_w
         boxes = letterbox.to_input(torch.from_numpy(sample.boxes).float()) if len(
             sample.boxes) else torch.zeros(0, 4)
         labels = torch.from_numpy(sample.labels).long()
         mask = _letterbox_mask(sample.mask, letterbox) if sample.mask is not None else None
+        valid = letterbox.valid_size
         if self.augmentation.enabled:
-            rgb, ir, boxes, labels, mask = self._augment(rgb, ir, boxes, labels, mask)
+            rgb, ir, boxes, labels, mask, valid = self._augment(rgb, ir, boxes, labels, mask,
+                                                                valid)
+        height, width = valid
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         target = {"labels": labels, "boxes": box_xyxy_to_cxcywh(boxes / scale)}
-        return rgb, ir, target, mask
+        return rgb, ir, target, mask, valid
 
-    def _augment(self, rgb, ir, boxes, labels, mask):
+    def _augment(self, rgb, ir, boxes, labels, mask, valid):
+        """The paired augmentation; ``valid`` (height, width) of the top-left image region
+        comes back updated."""
         aug, rng = self.augmentation, self.rng
         height, width = rgb.shape[-2:]
+        valid_h, valid_w = valid
         if rng.random() < aug.hflip:
-            rgb, ir = rgb.flip(-1), None if ir is None else ir.flip(-1)
-            mask = None if mask is None else mask.flip(-1)
-            boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0],
+            # Mirror the image region only: the padding stays right, as mmdet flips
+            # images before padding them.
+            rgb, ir, mask = (_flip_columns(t, valid_w) for t in (rgb, ir, mask))
+            boxes = torch.stack([valid_w - boxes[:, 2], boxes[:, 1], valid_w - boxes[:, 0],
                                  boxes[:, 3]], dim=1)
         zoom = rng.uniform(1.0, aug.max_zoom)
         if zoom > 1.0:
             crop_w, crop_h = width / zoom, height / zoom
-            x0, y0 = rng.uniform(0, width - crop_w), rng.uniform(0, height - crop_h)
+            # The window starts inside the image, so the image stays at the top left.
+            x0 = rng.uniform(0, max(0.0, valid_w - crop_w))
+            y0 = rng.uniform(0, max(0.0, valid_h - crop_h))
             rgb, ir, mask = (_crop_resize(t, x0, y0, crop_w, crop_h, mode)
                              for t, mode in ((rgb, "bilinear"), (ir, "bilinear"),
                                              (mask, "nearest")))
+            valid_h = min(height, round((valid_h - y0) * zoom))
+            valid_w = min(width, round((valid_w - x0) * zoom))
             boxes = (boxes - torch.tensor([x0, y0, x0, y0])) * zoom
-            boxes = boxes.clamp(min=0).minimum(torch.tensor([width, height, width, height]))
+            boxes = boxes.clamp(min=0).minimum(torch.tensor([valid_w, valid_h, valid_w,
+                                                             valid_h]))
             keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PIXELS) & (
                 (boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PIXELS)
             boxes, labels = boxes[keep], labels[keep]
+        # The padding keeps the values the engine gives it, as mmdet pads after
+        # augmenting: the zoom's resampling blurs the image's edge into it, and
+        # photometric changes touch the image only.
+        image = ((torch.arange(height)[:, None] < valid_h)
+                 & (torch.arange(width)[None, :] < valid_w))
         contrast = 1 + rng.uniform(-aug.rgb_contrast, aug.rgb_contrast)
-        rgb = rgb * contrast + rng.uniform(-aug.rgb_brightness, aug.rgb_brightness)
+        brightness = rng.uniform(-aug.rgb_brightness, aug.rgb_brightness)
+        rgb = torch.where(image, rgb * contrast + brightness, 0.0)
+        mask = None if mask is None else torch.where(image, mask, IGNORE)
         if ir is not None:
             gain = 1 + rng.uniform(-aug.ir_gain, aug.ir_gain)
             noise = torch.from_numpy(rng.normal(0, aug.ir_noise, ir.shape[-2:])).float()
-            ir = ir * gain + noise
-        return rgb, ir, boxes, labels, mask
+            ir = torch.where(image, ir * gain + noise, self._ir_padding())
+        return rgb, ir, boxes, labels, mask, (valid_h, valid_w)
+
+    def _ir_padding(self) -> Tensor:
+        """The IR input's value where the IR camera sees nothing, as the engine computes it."""
+        config = self.config.input
+        return (torch.zeros(()) - config.ir_mean) / config.ir_std
+
+
+def _flip_columns(tensor: Tensor | None, width: int) -> Tensor | None:
+    """Mirror the first ``width`` columns (the last dimension), keep the rest."""
+    if tensor is None:
+        return None
+    return torch.cat([tensor[..., :width].flip(-1), tensor[..., width:]], dim=-1)
 
 
 def _crop_resize(tensor: Tensor | None, x0: float, y0: float, w: float, h: float,

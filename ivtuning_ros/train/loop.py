@@ -125,7 +125,8 @@ def _step(trained: nn.Module, core: IVTuningModel, criterion: SetCriterion, opti
                                            len(config.detection.classes),
                                            config.detection.num_queries, options.denoising)
     with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-        outputs = trained(batch.rgb, batch.ir, denoising=denoising)
+        outputs = trained(batch.rgb, batch.ir, denoising=denoising,
+                          valid_sizes=batch.valid_sizes)
     losses = criterion(_to_float(outputs), batch.targets, denoising=denoising,
                        seg_targets=batch.masks if core.segmentation is not None else None)
     optimizer.zero_grad(set_to_none=True)
