@@ -123,13 +123,16 @@ def _convert_detector(state: dict, args: argparse.Namespace, destination: Path,
     config = load_config(args.config, args.overrides)
     model = build_model(config, load_weights=False)
     progress.set_postfix_str("converting from mmdet DINO layout")
-    count = load_mmdet_dino(model, state)
+    result = load_mmdet_dino(model, state)
     progress.update()
     progress.set_postfix_str("writing")
     save_checkpoint(model, config, destination)
     progress.update()
-    return (f"converted {count} tensors of an mmdet DINO detector into a full checkpoint for "
-            f"{config.name}: {destination} (IV-tuning parts start untrained: s3/s4 are zero)")
+    for line in result.not_in_checkpoint:
+        print(f"ivtuning convert: warning: not in the checkpoint: {line}", file=sys.stderr)
+    return (f"converted {result.loaded} tensors of an mmdet DINO detector into a full "
+            f"checkpoint for {config.name}: {destination} (IV-tuning parts start untrained: "
+            "s3/s4 are zero)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
