@@ -132,3 +132,19 @@ def test_iterations_end_inside_an_epoch_with_sgd_and_poly(tiny_config, tmp_path)
     assert [int(row["step"]) for row in rows] == [1, 2, 3]
     rates = [float(row["lr"]) for row in rows]
     assert rates[0] > rates[1] > rates[2] > 0  # poly decay after the 1-step warm-up
+
+
+def test_recipe_crops_keep_the_image_at_the_top_left(tiny_config):
+    from ivtuning_ros.train.batch import IGNORE, BatchBuilder
+
+    builder = BatchBuilder(tiny_config, Augmentation(crop=(48, 40)), seed=3)
+    batch = builder(list(tiny_dataset(4)))
+    assert batch.rgb.shape[-2:] == (48, 40) and batch.ir.shape[-2:] == (48, 40)
+    assert batch.masks.shape[-2:] == (48, 40)
+    for index, (height, width) in enumerate(batch.valid_sizes.tolist()):
+        assert 0 < height <= 48 and 0 < width <= 40
+        # Beyond the image region: padding only (zero RGB after normalisation, IGNORE labels).
+        assert (batch.masks[index, int(height):] == IGNORE).all()
+        assert (batch.rgb[index, :, :, int(width):] == 0).all()
+        boxes = batch.targets[index]["boxes"]  # cxcywh normalised to the image region
+        assert ((boxes[:, :2] >= 0) & (boxes[:, :2] <= 1)).all()

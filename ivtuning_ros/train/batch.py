@@ -42,6 +42,7 @@ class Augmentation:
     rgb_contrast: float = 0.25
     ir_gain: float = 0.15
     ir_noise: float = 0.1
+    crop: tuple[int, int] | None = None  # a random (height, width) window, taken last
 
 
 @dataclass
@@ -137,6 +138,10 @@ class BatchBuilder:
             keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PIXELS) & (
                 (boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PIXELS)
             boxes, labels = boxes[keep], labels[keep]
+        if aug.crop is not None:
+            rgb, ir, mask, boxes, labels, (valid_h, valid_w) = self._random_crop(
+                rgb, ir, mask, boxes, labels, (valid_h, valid_w))
+            height, width = rgb.shape[-2:]
         # The padding keeps the values the engine gives it, as mmdet pads after
         # augmenting: the zoom's resampling blurs the image's edge into it, and
         # photometric changes touch the image only.
@@ -152,10 +157,35 @@ class BatchBuilder:
             ir = torch.where(image, ir * gain + noise, self._ir_padding())
         return rgb, ir, boxes, labels, mask, (valid_h, valid_w)
 
+    def _random_crop(self, rgb, ir, mask, boxes, labels, valid):
+        """A window of ``crop`` pixels starting inside the image region (so the image stays
+        at the top left), padded where the input is smaller; boxes shift and clip with it."""
+        crop_h, crop_w = self.augmentation.crop
+        valid_h, valid_w = valid
+        y0 = int(self.rng.integers(0, max(0, valid_h - crop_h) + 1))
+        x0 = int(self.rng.integers(0, max(0, valid_w - crop_w) + 1))
+        rgb, ir, mask = (None if t is None else _window(t, y0, x0, crop_h, crop_w, fill)
+                         for t, fill in ((rgb, 0.0), (ir, float(self._ir_padding())),
+                                         (mask, IGNORE)))
+        valid_h, valid_w = min(crop_h, valid_h - y0), min(crop_w, valid_w - x0)
+        boxes = (boxes - torch.tensor([x0, y0, x0, y0])).clamp(min=0).minimum(
+            torch.tensor([valid_w, valid_h, valid_w, valid_h]))
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PIXELS) & (
+            (boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PIXELS)
+        return rgb, ir, mask, boxes[keep], labels[keep], (valid_h, valid_w)
+
     def _ir_padding(self) -> Tensor:
         """The IR input's value where the IR camera sees nothing, as the engine computes it."""
         config = self.config.input
         return (torch.zeros(()) - config.ir_mean) / config.ir_std
+
+
+def _window(tensor: Tensor, y0: int, x0: int, height: int, width: int, fill) -> Tensor:
+    """The (height, width) window at (y0, x0) of the last two dimensions, ``fill`` beyond."""
+    out = torch.full((*tensor.shape[:-2], height, width), fill, dtype=tensor.dtype)
+    part = tensor[..., y0:y0 + height, x0:x0 + width]
+    out[..., :part.shape[-2], :part.shape[-1]] = part
+    return out
 
 
 def _flip_columns(tensor: Tensor | None, width: int) -> Tensor | None:

@@ -10,6 +10,7 @@ import torch
 from ..data.datasets import add_dataset_arguments, dataset_from_arguments
 from ..model import IVTuningModel, load_model
 from ..model.checkpoint import load_checkpoint
+from .batch import Augmentation
 from .loop import TrainOptions, train
 from .recipes import RECIPES
 
@@ -42,6 +43,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                         help=f"default {DEFAULTS['weight_decay']}")
     parser.add_argument("--schedule", choices=("cosine", "poly"),
                         help=f"after warm-up; default {DEFAULTS['schedule']}")
+    parser.add_argument("--crop", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        help="random crop of the registered pair (after the letterbox and "
+                             "augmentation); default none")
     parser.add_argument("--warmup", type=int, help=f"warm-up steps; default "
                                                    f"{DEFAULTS['warmup_steps']}")
     parser.add_argument("--workers", type=int, default=0, help="data loader processes")
@@ -67,7 +71,10 @@ def run_train_command(args: argparse.Namespace) -> int:
     else:
         model, config, _ = load_model(args.config, None, overrides=args.overrides)
     dataset = dataset_from_arguments(args)
-    options = TrainOptions(**_schedule_options(args), train_backbone=args.train_backbone,
+    crop = args.crop or (RECIPES[args.recipe].crop if args.recipe else None)
+    options = TrainOptions(**_schedule_options(args),
+                           augmentation=Augmentation(crop=tuple(crop) if crop else None),
+                           train_backbone=args.train_backbone,
                            use_ir=not args.rgb_only, gradient_checkpointing=args.checkpointing,
                            workers=args.workers, seed=args.seed, out_dir=args.out)
     losses = train(model, config, dataset, options, torch.device(args.device),
