@@ -1,13 +1,19 @@
 """The IV-tuning backbone: shapes, frozen parts, the zero-init identity, RGB-only mode,
-and the exact equality of the fast prompt path with the paper's literal eq. 1."""
+gradient checkpointing, and the exact equality of the fast prompt path with the paper's
+literal eq. 1 (plain prompter modules, test_prompter.py)."""
+import importlib.util
+import json
+
 import pytest
 import torch
 
 from ivtuning_ros.model import build_backbone, load_config
+from ivtuning_ros.model.backbone import patch_linear
 from ivtuning_ros.model.swin import swin_stages, window_attention
 from ivtuning_ros.model.weights import ir_embed_to_mono
 
 from .conftest import MODELS, randomize_trainable
+from .test_prompter import plain_alpha, plain_beta
 
 
 def images(height, width, batch=1, ir_channels=1, seed=0):
@@ -18,11 +24,12 @@ def images(height, width, batch=1, ir_channels=1, seed=0):
 
 
 def literal_forward(backbone, rgb, ir, cascade=True):
-    """Paper eq. 1 written out: each MP-beta called twice per layer on the previous layer's
-    prompt (IR term recomputed); the second call's output is the next layer's prompt."""
+    """Paper eq. 1 written out: each MP-beta (eq. 7, plain modules) called twice per layer
+    on the previous layer's prompt (IR term recomputed); the second call's output is the
+    next layer's prompt."""
     z_vis = backbone.swin.features[0](rgb)
     z_ir = backbone.ir_patch_embed(ir) if ir is not None else None
-    prompt = backbone.mp_alpha(z_vis, z_ir)
+    prompt = plain_alpha(backbone.mp_alpha, z_vis, z_ir)
     x = z_vis + prompt
     features = []
     for stage, (merge, blocks) in enumerate(swin_stages(backbone.swin)):
@@ -32,10 +39,10 @@ def literal_forward(backbone, rgb, ir, cascade=True):
         for index, block in enumerate(blocks):
             x = x + window_attention(block.norm1(x), block.attn)
             if index < len(betas):
-                x = x + betas[index](x, prompt)
+                x = x + plain_beta(betas[index], x, prompt)
             x = x + block.mlp(block.norm2(x))
             if index < len(betas):
-                output = betas[index](x, prompt)
+                output = plain_beta(betas[index], x, prompt)
                 x = x + output
                 prompt = output if cascade else prompt  # P^l, or the stage prompt again
         features.append(backbone.out_norms[stage](x).permute(0, 3, 1, 2))
@@ -90,6 +97,53 @@ def test_fast_prompt_path_equals_literal_eq1(tiny_backbone, train_mode, with_ir)
         literal = literal_forward(tiny_backbone, rgb, ir)
     for a, b in zip(fast, literal, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_train_mode_matches_literal_eq1_in_gradients_too(tiny_config):
+    """The module path (training) against eq. 1 with plain modules: the same loss
+    gradients for every trainable weight (BatchNorm in train mode on both sides)."""
+    fast, literal = (build_backbone(tiny_config) for _ in range(2))
+    for backbone in (fast, literal):
+        randomize_trainable(backbone)
+        backbone.train()
+    literal.load_state_dict(fast.state_dict())
+    rgb, ir = images(64, 80, batch=2)
+    sum(f.square().mean() for f in fast(rgb, ir).features).backward()
+    sum(f.square().mean() for f in literal_forward(literal, rgb, ir)).backward()
+    scale = max(p.grad.abs().max() for p in literal.parameters() if p.grad is not None)
+    for (name, a), b in zip(fast.named_parameters(), literal.parameters(), strict=True):
+        if a.requires_grad:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):
+    plain, checkpointed = (build_backbone(tiny_config) for _ in range(2))
+    randomize_trainable(plain)
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.gradient_checkpointing = True
+    rgb, ir = images(64, 80, batch=2)
+    for backbone in (plain, checkpointed):
+        backbone.train()
+        sum(f.square().mean() for f in backbone(rgb, ir).features).backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
+        if a.requires_grad:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_patch_embedding_as_linear_equals_the_strided_conv(in_channels):
+    """A p x p conv with stride p is a linear map of each patch: same tokens, same
+    gradients (the IR embedding, trained, uses it)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(in_channels, 16, 4, stride=4)
+    image = torch.randn(2, in_channels, 24, 36, requires_grad=True)
+    fast = patch_linear(image, conv)
+    plain = conv(image).permute(0, 2, 3, 1)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(fast.square().sum(), [image, *conv.parameters()])
+    plain_grads = torch.autograd.grad(plain.square().sum(), [image, *conv.parameters()])
+    for a, b in zip(grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_the_prompt_stream_cascades_rather_than_staying_fixed(tiny_backbone):
@@ -171,3 +225,28 @@ def test_bad_ir_input_names_the_fix(tiny_backbone, ir_shape, message):
     with pytest.raises(ValueError) as error:
         tiny_backbone(torch.zeros(1, 3, 64, 64), torch.zeros(ir_shape))
     assert message in str(error.value)
+
+
+def test_backbone_benchmark_reports_timings_flops_and_ratios(capsys):
+    """benchmarks/backbone.py on the tiny config: the JSON it prints has every key, and
+    positive ratios (no timing is asserted: the machine is shared)."""
+    path = MODELS.parent / "benchmarks" / "backbone.py"
+    spec = importlib.util.spec_from_file_location("benchmark_backbone", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:  # one thread: quick even while other processes load the machine
+        bench.main(["--config", str(MODELS / "ivt_tiny_test.yaml"), "--height", "64",
+                    "--width", "80", "--repeats", "2", "--warmup", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(capsys.readouterr().out)
+    variants = {"frozen", "iv_tuning", "dual_branch"}
+    assert set(report["latency_ms"]) == variants == set(report["gflops"])
+    assert all(set(v) == {"median", "p90"} for v in report["latency_ms"].values())
+    assert report["input"] == [64, 80] and report["repeats"] == 2
+    assert set(report["ratios"]) == {"iv_tuning_vs_frozen", "iv_tuning_vs_dual"}
+    for ratio in report["ratios"].values():
+        assert ratio["time"] > 0 and ratio["flops"] > 0 and ratio["target"] > 0
+    gflops = report["gflops"]
+    assert gflops["frozen"] < gflops["iv_tuning"] < gflops["dual_branch"]

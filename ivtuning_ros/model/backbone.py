@@ -11,8 +11,9 @@ layer l+1 (the prompt stream cascades: Fig. 4, the text after eq. 1, sec. III-B)
 
 At a stage boundary the prompt passes through the frozen PatchMerging with the
 tokens. Both calls of a layer read the same P^{l-1}, so the infrared term
-s4(M_P) is computed once per layer; the result is identical to the literal
-formulation (test/test_backbone.py).
+s4(M_P) is computed once per layer (`PrompterBeta.bind_prompt`); without autograd
+the prompt residuals are added in place. The result equals the literal formulation
+within fp32 rounding, in eval and train mode (test/test_backbone.py).
 """
 from __future__ import annotations
 
@@ -45,8 +46,23 @@ class IRPatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, ir: Tensor) -> Tensor:
-        """(B, in_channels, H, W) -> tokens (B, H/p, W/p, C)."""
-        return self.norm(self.proj(ir).permute(0, 2, 3, 1))
+        """(B, in_channels, H, W), H and W whole patches -> tokens (B, H/p, W/p, C)."""
+        return self.norm(patch_linear(ir, self.proj))
+
+
+def patch_linear(image: Tensor, conv: nn.Conv2d) -> Tensor:
+    """conv(image) as channels-last tokens, for a p x p conv with stride p and no padding.
+
+    Such a conv is a linear map of each non-overlapping patch (flattened in the weight's
+    (in, p, p) order): (B, in, H, W) -> (B, H/p, W/p, out), H and W multiples of p. The
+    tokens come out contiguous, where the conv's NCHW output would cost the LayerNorm
+    after it a transposing copy.
+    """
+    batch, channels, height, width = image.shape
+    p = conv.kernel_size[0]
+    patches = image.reshape(batch, channels, height // p, p, width // p, p)
+    patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, height // p, width // p, -1)
+    return F.linear(patches, conv.weight.flatten(1), conv.bias)
 
 
 class IVTuningBackbone(nn.Module):
@@ -101,7 +117,8 @@ class IVTuningBackbone(nn.Module):
         z_vis = self.swin.features[0](rgb)
         z_ir = self.ir_patch_embed(self._pad_to_patches(ir)) if ir is not None else None
         prompt = self.mp_alpha(z_vis, z_ir)  # P^0, eq. 6
-        return BackboneOutput(self._stages(z_vis + prompt, prompt), ir is not None)  # eq. 1
+        return BackboneOutput(self._stages(_add_prompt(z_vis, prompt), prompt),  # eq. 1
+                              ir is not None)
 
     def forward_frozen(self, rgb: Tensor) -> list[Tensor]:
         """The frozen Swin alone, without prompts: the visible-only baseline of benchmarks."""
@@ -160,11 +177,21 @@ def _prompted_block(block: nn.Module, x: Tensor, beta: PrompterBeta | None,
     x = x + window_attention(block.norm1(x), block.attn)
     if beta is None:
         return x + block.mlp(block.norm2(x)), prompt
-    infrared = beta.prompt_term(prompt)  # s4(M_P) of P^{l-1}: the same for both calls
-    x = x + beta.visible_term(x) + infrared
+    beta_of = beta.bind_prompt(prompt)  # both calls read P^{l-1}: its IR term once
+    x = _add_prompt(x, beta_of(x))
     x = x + block.mlp(block.norm2(x))
-    prompt = beta.visible_term(x) + infrared  # P^l (eq. 7)
-    return x + prompt, prompt
+    prompt = beta_of(x)  # P^l (eq. 7)
+    return _add_prompt(x, prompt), prompt
+
+
+def _add_prompt(x: Tensor, prompt: Tensor) -> Tensor:
+    """x + prompt, both (B, H, W, C), for an ``x`` the caller computed itself.
+
+    Without autograd, x's own storage takes the sum: on CPU a fresh tensor of this
+    size costs more in first-touch page faults than the addition. With autograd the
+    sum is a new tensor, because the prompter's LayerNorm saved x for its backward.
+    """
+    return x + prompt if torch.is_grad_enabled() else x.add_(prompt)
 
 
 def build_backbone(config: ModelConfig | BackboneConfig, prompter: PrompterConfig | None = None,
