@@ -257,3 +257,13 @@ def test_eval_path_under_inference_mode_and_cpu_autocast():
             fast = beta(z_vis, z_prompt).float()
             plain = plain_beta(beta, z_vis, z_prompt).float()
     torch.testing.assert_close(fast, plain, rtol=0.05, atol=0.05)
+
+
+def test_eval_weights_follow_a_dtype_change():
+    beta = beta_module()
+    z_vis, z_prompt = tokens(seed=2), tokens(seed=3)
+    fresh_output(beta, z_vis, z_prompt)
+    beta.double()
+    ours, plain = fresh_output(beta, z_vis.double(), z_prompt.double())
+    assert ours.dtype == torch.float64
+    torch.testing.assert_close(ours, plain)

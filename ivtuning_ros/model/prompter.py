@@ -256,8 +256,8 @@ def compose_linear(outer_weight: Tensor, outer_bias: Tensor, inner_weight: Tenso
 
 
 def _matmul_plus(x: Tensor, weight: Tensor, addend: Tensor) -> Tensor:
-    """x @ W^T + addend as one addmm (the addend enters the GEMM, no extra pass):
-    x (..., in), weight (out, in), addend (..., out) -> (..., out)."""
+    """x @ W^T + addend as one addmm, the GEMM accumulating onto (a copy of) the addend
+    instead of a separate add: x (..., in), weight (out, in), addend (..., out) -> (..., out)."""
     flat = torch.addmm(addend.reshape(-1, weight.shape[0]), x.reshape(-1, weight.shape[1]),
                        weight.t())
     return flat.view(addend.shape)
