@@ -29,11 +29,16 @@ def adapter_state(model: IVTuningModel) -> dict[str, Tensor]:
 
 
 def base_fingerprint(model: IVTuningModel) -> str:
-    """SHA-256 (first 16 hex digits) of the frozen Swin tensors: names, shapes, dtypes, bytes."""
+    """The fingerprint of the frozen Swin tensors (`state_fingerprint`)."""
+    return state_fingerprint(model.backbone.swin.state_dict())
+
+
+def state_fingerprint(state: dict[str, Tensor]) -> str:
+    """SHA-256 (first 16 hex digits) of tensors: names, shapes, dtypes, bytes."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.backbone.swin.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:16]
 
 

@@ -131,8 +131,9 @@ def filter_mask(scores: Tensor, labels: Tensor, score_threshold: float | Tensor,
     keep = scores >= score_threshold
     if class_mask is not None:
         keep = keep & class_mask[labels]
-    # Running count of kept entries: fixed shape, unlike slicing the first n.
-    return keep & (keep.cumsum(dim=-1) <= max_detections)
+    # Running count of kept entries: fixed shape, unlike slicing the first n. Counted in
+    # int32: ONNX's CumSum takes no booleans.
+    return keep & (keep.to(torch.int32).cumsum(dim=-1) <= max_detections)
 
 
 def postprocess(pred_logits: Tensor, pred_boxes: Tensor, letterbox: Letterbox,

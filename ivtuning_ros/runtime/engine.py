@@ -6,7 +6,9 @@ normalisation), the model under autocast and the graph-safe post-processing
 all run on the device. On CUDA that whole step is captured once per frame
 layout into a CUDA graph and replayed; anything the capture cannot take falls
 back to eager with one log line. The CPU runs the same step eagerly on the same
-static buffers.
+static buffers. That step is one module, `step.FrameStep`; the exported back-ends
+(OpenVINO, ONNX Runtime, TensorRT: `backends`) run its ONNX export, made on first
+use of a frame layout and kept on disk.
 
 Pipelines are kept per frame layout in a small LRU (``max_layouts``): a stream
 whose frame size keeps changing must not grow memory without bound.
@@ -20,24 +22,20 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..model import IVTuningModel, ModelConfig
-from ..model.postprocess import (
-    Letterbox,
-    boxes_to_original,
-    filter_mask,
-    segmentation_to_original,
-    select_detections,
-)
+from ..model.postprocess import Letterbox
+from .backends import check_backend, open_runner, resolve_precision
+from .backends.onnx_export import cached_export, default_cache_dir, example_inputs
 from .buffers import FrameBuffers
 from .palette import colorize, palette
-from .preprocess import Preprocessor, ir_to_unit, network_letterbox
+from .preprocess import ir_to_unit
 from .registration import (
     ir_sampling_grid,
     rgb_geometry_grid,
@@ -45,15 +43,22 @@ from .registration import (
     validate_homography,
     warp_ir_to_rgb,
 )
+from .step import IR_DTYPES, FrameLayout, FrameStep
 
 LOG = logging.getLogger("ivtuning.engine")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-IR_DTYPES = (np.uint8, np.uint16, np.float32)
 
 
 @dataclass
 class EngineOptions:
-    """How the engine runs a model. ``precision`` None picks fp16 on CUDA, fp32 on CPU."""
+    """How the engine runs a model.
+
+    ``backend``: torch, openvino, onnxruntime or tensorrt (see `backends`).
+    ``precision`` None picks the back-end's best: torch fp16 on CUDA and fp32 on the
+    CPU, OpenVINO bf16 where the CPU has it, else fp32, TensorRT fp16.
+    ``cache_dir``: exported models and built engines (default `default_cache_dir`);
+    ``source`` names the checkpoint in their metadata.
+    """
 
     device: str = "cpu"
     precision: str | None = None
@@ -65,6 +70,9 @@ class EngineOptions:
     class_filter: list[str] | None = None
     max_detections: int = 100
     max_layouts: int = 4
+    backend: str = "torch"
+    cache_dir: str | None = None
+    source: str = ""
 
 
 @dataclass
@@ -92,74 +100,63 @@ class Result:
 
 
 class _Pipeline:
-    """Static buffers and the step (maybe a CUDA graph) for one frame layout."""
+    """One frame layout on the torch back-end: static buffers, its `FrameStep`, and the
+    step captured in a CUDA graph where that works."""
 
-    def __init__(self, engine: Engine, rgb_shape: tuple[int, ...],
-                 ir_shape: tuple[int, ...] | None, ir_dtype: np.dtype | None, bgr: bool) -> None:
+    def __init__(self, engine: Engine, layout: FrameLayout) -> None:
         self.engine = engine
-        self.bgr = bgr
-        self.buffers = FrameBuffers(rgb_shape, ir_shape, ir_dtype, engine.device)
-        self.letterbox: Letterbox = network_letterbox(rgb_shape[0], rgb_shape[1],
-                                                      engine.config.input)
-        self.valid_sizes = _valid_sizes(self.letterbox, engine.device)
-        self.ir_shape = ir_shape
-        self.grid = (torch.zeros(1, self.letterbox.in_h, self.letterbox.in_w, 2,
-                                 device=engine.device) if ir_shape else None)
-        self.homography: np.ndarray | None = None
+        self.step = FrameStep(engine.forward, engine.config, layout,
+                              engine.options.max_detections, engine.device,
+                              engine.autocast_dtype)
+        self.grid = _IRGrid(layout, self.step.letterbox, engine.device)
+        ir_dtype = IR_DTYPES[layout.ir_dtype] if layout.ir_dtype else None
+        self.buffers = FrameBuffers((*layout.rgb_shape, 3), layout.ir_shape, ir_dtype,
+                                    engine.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_outputs: dict[str, Tensor] = {}
         self.capture_tried = False
 
-    def set_homography(self, homography: np.ndarray | None) -> None:
-        """Recompute the IR sampling grid only when the homography changes."""
-        if self.ir_shape is None:
-            return
-        if homography is None:
-            homography = scaling_homography(*self.ir_shape, self.letterbox.orig_h,
-                                            self.letterbox.orig_w)
-        homography = validate_homography(homography)
-        if self.homography is None or not np.array_equal(homography, self.homography):
-            self.grid.copy_(ir_sampling_grid(homography, self.ir_shape, self.letterbox,
-                                             self.engine.device))
-            self.homography = homography
-
-    def preprocess(self) -> tuple[Tensor, Tensor | None]:
+    def run(self, timings: dict[str, float]) -> dict[str, Tensor]:
         engine = self.engine
-        rgb = engine.preprocessor.rgb(self.buffers.rgb, self.letterbox, self.bgr)
-        ir = None
-        if self.buffers.ir is not None:
-            ir = engine.preprocessor.ir(self.buffers.ir, self.grid,
-                                        engine.config.prompter.ir_in_channels)
-        if engine.options.channels_last:
-            rgb = rgb.contiguous(memory_format=torch.channels_last)
-        return rgb, ir
+        if engine.use_graphs and not self.capture_tried:
+            self.capture_tried = True
+            self._capture()
+        if self.graph is not None:
+            start = time.perf_counter()
+            self.graph.replay()
+            engine.synchronize()
+            timings["graph"] = 1000 * (time.perf_counter() - start)
+            return self.graph_outputs
+        step, buffers = self.step, self.buffers
+        inputs = engine.timed(timings, "preprocess",
+                              lambda: step.preprocess(buffers.rgb, buffers.ir, self.grid.tensor))
+        outputs = engine.timed(timings, "model", lambda: step.infer(*inputs))
+        return engine.timed(timings, "postprocess", lambda: step.postprocess(
+            outputs, engine.score_threshold, engine.class_mask))
 
-    def forward(self, rgb: Tensor, ir: Tensor | None) -> dict:
-        engine = self.engine
-        autocast = (torch.autocast(engine.device.type, dtype=engine.autocast_dtype)
-                    if engine.autocast_dtype is not None else nullcontext())
-        with autocast:
-            return engine.forward(rgb, ir, valid_sizes=self.valid_sizes)
-
-    def postprocess(self, outputs: dict) -> dict[str, Tensor]:
-        engine = self.engine
-        result = {}
-        if "pred_logits" in outputs:
-            scores, labels, boxes = select_detections(
-                outputs["pred_logits"].float(), outputs["pred_boxes"].float(),
-                engine.config.detection.num_select)
-            result["boxes"] = boxes_to_original(boxes, self.letterbox)
-            result["keep"] = filter_mask(scores, labels, engine.score_threshold,
-                                         engine.class_mask, engine.options.max_detections)
-            result["scores"], result["labels"] = scores, labels
-        if "seg_logits" in outputs:
-            class_map = segmentation_to_original(outputs["seg_logits"].float(), self.letterbox)
-            result["class_map"] = class_map.to(torch.uint8)
-        return result
-
-    def step(self) -> dict[str, Tensor]:
+    def whole_step(self) -> dict[str, Tensor]:
         """Preprocess + model + post-processing on the static buffers (graph-capturable)."""
-        return self.postprocess(self.forward(*self.preprocess()))
+        return self.step(self.buffers.rgb, self.buffers.ir, self.grid.tensor,
+                         self.engine.score_threshold, self.engine.class_mask)
+
+    def _capture(self) -> None:
+        """Capture the step into a CUDA graph; on failure log once and stay eager."""
+        device = self.engine.device
+        try:
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(3):  # warm-up: cuDNN autotuning, lazy allocations, caches
+                    self.whole_step()
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.graph_outputs = self.whole_step()
+            self.graph = graph
+        except Exception as exc:  # any capture failure must leave a working engine
+            self.graph, self.graph_outputs = None, {}
+            LOG.warning("CUDA graph capture failed (%s: %s); running eagerly",
+                        type(exc).__name__, exc)
 
     def release(self) -> None:
         """Drop the graph, its outputs and the buffers, even if the pipeline is still
@@ -167,6 +164,63 @@ class _Pipeline:
         freed once both are gone."""
         self.graph, self.graph_outputs = None, {}
         self.buffers = self.grid = None
+
+
+class _ExportedPipeline:
+    """One frame layout on an exported back-end: its ONNX export compiled by the runner."""
+
+    def __init__(self, engine: Engine, layout: FrameLayout) -> None:
+        self.engine = engine
+        self.gain_in_graph = engine.backend != "tensorrt"  # see tensorrt_runner
+        step = FrameStep(engine.model, engine.config, layout, engine.options.max_detections,
+                         torch.device("cpu"), gain_in_graph=self.gain_in_graph)
+        self.grid = _IRGrid(layout, step.letterbox, torch.device("cpu"))
+        self.onnx_path = cached_export(step, engine.cache_dir, engine.source)
+        self.runner = open_runner(engine.backend, self.onnx_path, engine.device,
+                                  engine.precision, engine.cache_dir)
+        self.inputs = example_inputs(step)
+
+    def run(self, rgb: np.ndarray, ir: np.ndarray | None,
+            timings: dict[str, float]) -> dict[str, np.ndarray]:
+        engine = self.engine
+        self.inputs["rgb"] = rgb
+        if ir is not None:
+            if self.gain_in_graph:
+                self.inputs["ir"] = ir.astype(np.float32, copy=False)
+            else:
+                self.inputs["ir"] = ir_to_unit(torch.from_numpy(np.ascontiguousarray(ir)),
+                                               engine.config.input).numpy()
+            self.inputs["grid"] = self.grid.tensor.numpy()
+        self.inputs["score_threshold"] = engine.score_threshold.cpu().numpy()
+        self.inputs["class_mask"] = engine.class_mask.cpu().numpy()
+        return engine.timed(timings, engine.backend, lambda: self.runner.run(self.inputs))
+
+    def release(self) -> None:
+        self.runner = self.grid = None
+
+
+class _IRGrid:
+    """The IR sampling grid of a layout, recomputed only when the homography changes."""
+
+    def __init__(self, layout: FrameLayout, letterbox: Letterbox, device: torch.device) -> None:
+        self.ir_shape = layout.ir_shape
+        self.letterbox = letterbox
+        self.device = device
+        self.tensor = (torch.zeros(1, letterbox.in_h, letterbox.in_w, 2, device=device)
+                       if layout.ir_shape else None)
+        self.homography: np.ndarray | None = None
+
+    def set_homography(self, homography: np.ndarray | None) -> None:
+        if self.ir_shape is None:
+            return
+        if homography is None:
+            homography = scaling_homography(*self.ir_shape, self.letterbox.orig_h,
+                                            self.letterbox.orig_w)
+        homography = validate_homography(homography)
+        if self.homography is None or not np.array_equal(homography, self.homography):
+            self.tensor.copy_(ir_sampling_grid(homography, self.ir_shape, self.letterbox,
+                                               self.device))
+            self.homography = homography
 
 
 class Engine:
@@ -183,19 +237,28 @@ class Engine:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for but CUDA is not available; "
                              "use device 'cpu'")
-        precision = self.options.precision or ("fp16" if self.device.type == "cuda" else "fp32")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
-                             f"'{precision}'")
+        self.backend = self.options.backend
+        check_backend(self.backend)
+        self.cache_dir = Path(self.options.cache_dir or default_cache_dir())
+        self.source = self.options.source
+        if self.backend == "torch":
+            precision = self.options.precision or ("fp16" if self.device.type == "cuda"
+                                                   else "fp32")
+            if precision not in PRECISIONS:
+                raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                                 f"'{precision}'")
+            self.autocast_dtype = PRECISIONS[precision]
+        else:  # exported back-ends: export in fp32 on the CPU, the runtime sets precision
+            precision = resolve_precision(self.backend, self.device, self.options.precision)
+            self.autocast_dtype = None
         self.precision = precision
-        self.autocast_dtype = PRECISIONS[precision]
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = self.options.cudnn_benchmark
-        self.model = model.eval().to(self.device)
+        model_device = self.device if self.backend == "torch" else torch.device("cpu")
+        self.model = model.eval().to(model_device)
         if self.options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if self.options.compile else self.model
-        self.preprocessor = Preprocessor(config.input, self.device)
         self.class_names = list(config.detection.classes) if config.detection else []
         self.seg_class_names = list(config.segmentation.classes) if config.segmentation else []
         self.colours = palette(len(self.seg_class_names))
@@ -203,11 +266,13 @@ class Engine:
         self.class_mask = torch.ones(max(len(self.class_names), 1), dtype=torch.bool,
                                      device=self.device)
         self.set_class_filter(self.options.class_filter)
-        self.use_graphs = self.options.cuda_graphs and self.device.type == "cuda"
+        self.use_graphs = (self.options.cuda_graphs and self.device.type == "cuda"
+                           and self.backend == "torch")
         max_layouts = self.options.max_layouts
         if isinstance(max_layouts, bool) or not isinstance(max_layouts, int) or max_layouts < 1:
             raise ValueError(f"max_layouts must be an integer >= 1, got {max_layouts!r}")
-        self._pipelines: OrderedDict[tuple, _Pipeline] = OrderedDict()  # least recent first
+        # least recent first
+        self._pipelines: OrderedDict[FrameLayout, _Pipeline | _ExportedPipeline] = OrderedDict()
         self._display_grid: tuple[tuple | None, Tensor | None] = (None, None)
 
     def set_score_threshold(self, threshold: float) -> None:
@@ -237,31 +302,36 @@ class Engine:
                 cameras with the same field of view.
         """
         _check_frame(rgb, ir)
-        ir_shape = ir.shape if ir is not None else None
-        ir_dtype = ir.dtype if ir is not None else None
-        pipeline = self._pipeline((rgb.shape, ir_shape, ir_dtype, bgr))
-        pipeline.set_homography(homography)
+        pipeline = self._pipeline(FrameLayout.of(rgb, ir, bgr))
+        pipeline.grid.set_homography(homography)
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        pipeline.buffers.upload(rgb, ir)
-        with torch.inference_mode():
-            outputs = self._run(pipeline, timings)
-            result = self._download(outputs, ir is not None)
-        self._synchronize()
+        if isinstance(pipeline, _ExportedPipeline):
+            result = _result(pipeline.run(rgb, ir, timings), ir is not None, self.colours)
+        else:
+            pipeline.buffers.upload(rgb, ir)
+            with torch.inference_mode():
+                outputs = pipeline.run(timings)
+                host = {name: tensor.to("cpu", non_blocking=True)
+                        for name, tensor in outputs.items()}
+                self.synchronize()
+                result = _result({name: tensor.numpy() for name, tensor in host.items()},
+                                 ir is not None, self.colours)
         timings["total"] = 1000 * (time.perf_counter() - start)
         result.timings_ms = timings
         return result
 
-    def _pipeline(self, key: tuple) -> _Pipeline:
+    def _pipeline(self, layout: FrameLayout) -> _Pipeline | _ExportedPipeline:
         """The pipeline of a frame layout, built on first use; evicts the least recent one
         beyond ``max_layouts``."""
-        pipeline = self._pipelines.get(key)
+        pipeline = self._pipelines.get(layout)
         if pipeline is not None:
-            self._pipelines.move_to_end(key)
+            self._pipelines.move_to_end(layout)
             return pipeline
         if len(self._pipelines) >= self.options.max_layouts:
             self._evict(self.options.max_layouts - 1)
-        pipeline = self._pipelines[key] = _Pipeline(self, *key)
+        kind = _Pipeline if self.backend == "torch" else _ExportedPipeline
+        pipeline = self._pipelines[layout] = kind(self, layout)
         return pipeline
 
     def _evict(self, keep: int) -> None:
@@ -301,58 +371,15 @@ class Engine:
             warped = warp_ir_to_rgb(unit, homography, rgb_shape[:2], self._display_grid[1])
             return (warped * 255).round().to(torch.uint8).cpu().numpy()
 
-    def _run(self, pipeline: _Pipeline, timings: dict[str, float]) -> dict[str, Tensor]:
-        if self.use_graphs and not pipeline.capture_tried:
-            pipeline.capture_tried = True
-            self._capture(pipeline)
-        if pipeline.graph is not None:
-            start = time.perf_counter()
-            pipeline.graph.replay()
-            self._synchronize()
-            timings["graph"] = 1000 * (time.perf_counter() - start)
-            return pipeline.graph_outputs
-        inputs = self._timed(timings, "preprocess", pipeline.preprocess)
-        outputs = self._timed(timings, "model", lambda: pipeline.forward(*inputs))
-        return self._timed(timings, "postprocess", lambda: pipeline.postprocess(outputs))
-
-    def _capture(self, pipeline: _Pipeline) -> None:
-        """Capture the step into a CUDA graph; on failure log once and stay eager."""
-        try:
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):
-                for _ in range(3):  # warm-up: cuDNN autotuning, lazy allocations, caches
-                    pipeline.step()
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                pipeline.graph_outputs = pipeline.step()
-            pipeline.graph = graph
-        except Exception as exc:  # any capture failure must leave a working engine
-            pipeline.graph, pipeline.graph_outputs = None, {}
-            LOG.warning("CUDA graph capture failed (%s: %s); running eagerly",
-                        type(exc).__name__, exc)
-
-    def _timed(self, timings: dict[str, float], name: str, run):
+    def timed(self, timings: dict[str, float], name: str, run):
         start = time.perf_counter()
         value = run()
-        self._synchronize()
+        self.synchronize()
         timings[name] = 1000 * (time.perf_counter() - start)
         return value
 
-    def _download(self, outputs: dict[str, Tensor], ir_used: bool) -> Result:
-        host = {name: tensor.to("cpu", non_blocking=True) for name, tensor in outputs.items()}
-        self._synchronize()
-        detections = None
-        if "keep" in host:
-            keep = host["keep"][0].numpy()
-            detections = Detections(boxes=host["boxes"][0].numpy()[keep].astype(np.float32),
-                                    scores=host["scores"][0].numpy()[keep],
-                                    labels=host["labels"][0].numpy()[keep])
-        class_map = host["class_map"][0].numpy() if "class_map" in host else None
-        return Result(detections, class_map, ir_used, colours=self.colours)
-
-    def _synchronize(self) -> None:
+    def synchronize(self) -> None:
+        """Wait for the device (a no-op on the CPU)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
@@ -376,13 +403,16 @@ def _trim_host_heap() -> None:
         trim(0)
 
 
-def _valid_sizes(letterbox: Letterbox, device: torch.device) -> Tensor | None:
-    """The model's ``valid_sizes`` (1, 2) for this letterbox, a static device buffer (made
-    once, outside any graph capture); None when the image fills the input, which takes
-    the model's unpadded path (the same numbers, without masks)."""
-    if letterbox.valid_size == (letterbox.in_h, letterbox.in_w):
-        return None
-    return torch.tensor([letterbox.valid_size], dtype=torch.float32, device=device)
+def _result(host: dict[str, np.ndarray], ir_used: bool, colours: np.ndarray) -> Result:
+    """A `Result` from a step's outputs on the host (batch 1)."""
+    detections = None
+    if "keep" in host:
+        keep = host["keep"][0]
+        detections = Detections(boxes=host["boxes"][0][keep].astype(np.float32),
+                                scores=host["scores"][0][keep],
+                                labels=host["labels"][0][keep].astype(np.int64))
+    class_map = host["class_map"][0] if "class_map" in host else None
+    return Result(detections, class_map, ir_used, colours=colours)
 
 
 def _check_frame(rgb: np.ndarray, ir: np.ndarray | None) -> None:
@@ -394,7 +424,7 @@ def _check_frame(rgb: np.ndarray, ir: np.ndarray | None) -> None:
     if ir is None:
         return
     if not isinstance(ir, np.ndarray) or ir.ndim != 2 or min(ir.shape) == 0 \
-            or ir.dtype not in IR_DTYPES:
+            or ir.dtype.name not in IR_DTYPES:
         raise ValueError("ir must be a non-empty (h, w) array of uint8 (mono8), uint16 (raw) "
                          f"or float32 (temperature), got {getattr(ir, 'dtype', type(ir))} "
                          f"{getattr(ir, 'shape', '')}")
