@@ -8,7 +8,7 @@ ROS_STAMP := $(VENV)/.ros
 VISION_MSGS := $(VENV)/.vision_msgs
 PYTEST_ARGS ?=
 
-.PHONY: venv vision-msgs test lint pytest demo demo-weights clean
+.PHONY: venv vision-msgs test lint pytest demo demo-weights bench-backends gpu-check clean
 
 venv: $(STAMP) $(VISION_MSGS)
 
@@ -67,8 +67,30 @@ test: lint pytest
 
 # The main job on the embedded default: synthetic cameras -> perception node -> recorder
 # over ROS 2; writes out/demo/{demo.gif,contact_sheet.png,stats.json}.
+# OpenVINO fp32: the fastest back-end here whose detections equal eager torch fp32's
+# (`make bench-backends`; README "Deployment back-ends").
 demo: $(STAMP) $(VISION_MSGS)
-	$(BIN)/ivtuning demo --out out/demo
+	$(BIN)/ivtuning demo --out out/demo --backend openvino --precision fp32
+
+# Back-ends side by side (latency, speed-up, parity against torch fp32) on the CPU, for the
+# real-time model (random weights) and the demo model; JSON under out/bench/.
+bench-backends: $(STAMP)
+	mkdir -p out/bench
+	$(BIN)/ivtuning bench --checkpoint models/ivt_demo.pth --backend openvino:fp32 \
+		openvino onnxruntime --scenes 3 --repeats 5 --json > out/bench/backends_demo.json
+	$(BIN)/ivtuning bench --config models/ivt_swin_t_realtime.yaml --backend openvino:fp32 \
+		openvino onnxruntime --scenes 3 --repeats 3 --json > out/bench/backends_realtime.json
+
+# On a machine with an NVIDIA GPU (and `pip install tensorrt onnxruntime-gpu` in the venv):
+# the CUDA tests, the engine with AMP and CUDA graphs, and the GPU back-ends' parity.
+gpu-check: $(STAMP) $(VISION_MSGS)
+	$(BIN)/python -c "import torch; assert torch.cuda.is_available(), 'gpu-check needs CUDA'"
+	mkdir -p out
+	$(BIN)/python -m pytest -q -rs test/test_runtime.py test/test_dino_padding.py \
+		test/test_backends.py test/test_engine_bounds.py
+	$(BIN)/ivtuning bench --device cuda --json > out/gpu_bench.json
+	$(BIN)/ivtuning bench --checkpoint models/ivt_demo.pth --device cuda \
+		--backend torch:fp16 onnxruntime tensorrt --json > out/gpu_backends.json
 
 # How models/ivt_demo.pth was made (about 30 minutes on a 2-core CPU): the small Swin and
 # heads trained on RGB-only synthetic scenes stand in for a public visible-light model; then

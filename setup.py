@@ -22,7 +22,14 @@ setup(
         "matplotlib", "mcap", "mcap-ros2-support", "numpy", "opencv-python-headless",
         "pillow", "pycocotools", "pyyaml", "scipy", "tensorboard", "torch", "torchvision", "tqdm",
     ],
-    extras_require={"test": ["pytest", "ruff"]},
+    # Inference back-ends beside eager torch; the CPU ones are tested, so `test` has them.
+    extras_require={
+        "openvino": ["onnx", "openvino"],
+        "onnxruntime": ["onnx", "onnxruntime"],
+        "onnxruntime-gpu": ["onnx", "onnxruntime-gpu"],
+        "tensorrt": ["onnx", "tensorrt"],
+        "test": ["pytest", "ruff", "onnx", "onnxruntime", "openvino"],
+    },
     zip_safe=True,
     maintainer="ivtuning_ros developers",
     maintainer_email="ivtuning-ros@users.noreply.github.com",

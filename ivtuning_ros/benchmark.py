@@ -10,9 +10,13 @@ Two parts, each interleaved so machine load affects everything alike:
   (IV-tuning, RGB-only, a dual-branch baseline running the frozen Swin twice).
 
 Reports p50/p95/p99 latency, throughput and peak memory as one dict (JSON).
+
+`bench_backends` compares inference back-ends (eager torch, OpenVINO, ONNX Runtime,
+TensorRT) end to end on synthetic scenes, with their parity against torch fp32.
 """
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import time
@@ -23,8 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .data.synthetic import CONDITIONS, make_scene
 from .model import IVTuningModel, ModelConfig
-from .runtime import Engine, EngineOptions
+from .runtime import Detections, Engine, EngineOptions
+from .runtime.backends import check_backend
 
 
 def _synchronize(device: torch.device) -> None:
@@ -179,3 +185,114 @@ def bench_engine(model: IVTuningModel, config: ModelConfig, options: EngineOptio
     report["peak_host_memory_mb"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return report
+
+
+def parse_backend(spec: str) -> tuple[str, str | None]:
+    """``openvino`` or ``openvino:bf16`` -> (back-end, precision or None for its best)."""
+    backend, _, precision = spec.partition(":")
+    check_backend(backend)
+    return backend, precision or None
+
+
+def synthetic_frames(config: ModelConfig, count: int) -> list:
+    """``count`` synthetic scenes (day, night, fog in turn) at the config's input size."""
+    size = (config.input.height, config.input.width)
+    return [make_scene(seed=index, condition=CONDITIONS[index % len(CONDITIONS)],
+                       rgb_size=size, ir_size=size) for index in range(count)]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_backends(model: IVTuningModel, config: ModelConfig, specs: list[str],
+                   scenes: list, repeats: int = 5, warmup: int = 1,
+                   score_threshold: float = 0.3, cache_dir: str | None = None,
+                   device: str = "cpu", progress: Callable | None = None) -> dict:
+    """End-to-end latency of each back-end on the same frames, interleaved, and its parity
+    against eager torch fp32 (the reference, always run first) on ``device``.
+
+    Per back-end: set-up time (export and compile on a cold cache), p50/p99 latency and
+    throughput from raw frames to results, host memory it added, and parity on every scene:
+    detections identical after the threshold (same count and classes, boxes within
+    `IDENTICAL_BOX_PX`), the largest score and box differences over the top
+    ``max_detections`` at threshold 0 where the classes agree, and segmentation pixel
+    agreement.
+    """
+    options = EngineOptions(device=device, score_threshold=score_threshold, cache_dir=cache_dir)
+    engines: dict[str, Engine] = {}
+    report: dict[str, dict] = {}
+    for spec in ["torch:fp32", *[s for s in specs if s != "torch:fp32"]]:
+        backend, precision = parse_backend(spec)
+        rss = _rss_mb()
+        start = time.perf_counter()
+        engine = Engine(model, config, replace(options, backend=backend, precision=precision))
+        engine.infer(scenes[0].rgb, scenes[0].ir, scenes[0].homography)
+        name = f"{backend}_{engine.precision}"
+        engines[name] = engine
+        report[name] = {"setup_s": round(time.perf_counter() - start, 2),
+                        "host_memory_added_mb": round(_rss_mb() - rss, 1)}
+    samples: dict[str, list[float]] = {name: [] for name in engines}
+    for step in range(warmup + repeats):
+        for scene in scenes:
+            for name, engine in engines.items():
+                result = engine.infer(scene.rgb, scene.ir, scene.homography)
+                if step >= warmup:
+                    samples[name].append(result.timings_ms["total"])
+        if progress is not None:
+            progress()
+    reference_name = next(iter(engines))
+    for name, engine in engines.items():
+        latency = _percentiles(samples[name])
+        report[name].update(latency_ms={"p50": latency["p50"], "p99": latency["p99"]},
+                            throughput_fps=round(1000 / float(np.mean(samples[name])), 2),
+                            speedup_vs_torch_fp32=round(
+                                np.median(samples[reference_name]) / np.median(samples[name]),
+                                2),
+                            parity=_parity(engines[reference_name], engine, scenes,
+                                           score_threshold))
+    report["peak_host_memory_mb"] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return report
+
+
+IDENTICAL_BOX_PX = 0.5
+
+
+def _parity(reference: Engine, engine: Engine, scenes: list, score_threshold: float) -> dict:
+    identical, score_diff, box_diff, agreement, pixels = 0, 0.0, 0.0, 0, 0
+    for scene in scenes:
+        frame = (scene.rgb, scene.ir, scene.homography)
+        expected, found = reference.infer(*frame), engine.infer(*frame)
+        if expected.detections is not None:
+            identical += _same_detections(expected.detections, found.detections)
+            for each in (reference, engine):
+                each.set_score_threshold(0.0)
+            expected_all, found_all = reference.infer(*frame), engine.infer(*frame)
+            for each in (reference, engine):
+                each.set_score_threshold(score_threshold)
+            same = expected_all.detections.labels == found_all.detections.labels
+            score_diff = max(score_diff, float(np.abs(
+                expected_all.detections.scores - found_all.detections.scores)[same].max(
+                    initial=0.0)))
+            box_diff = max(box_diff, float(np.abs(
+                expected_all.detections.boxes - found_all.detections.boxes)[same].max(
+                    initial=0.0)))
+        if expected.class_map is not None:
+            agreement += int((expected.class_map == found.class_map).sum())
+            pixels += expected.class_map.size
+    parity = {"scenes": len(scenes)}
+    if reference.class_names:
+        parity.update(identical_detections=identical, max_abs_score_diff=score_diff,
+                      max_abs_box_diff_px=box_diff)
+    if pixels:
+        parity["segmentation_agreement"] = round(agreement / pixels, 5)
+    return parity
+
+
+def _same_detections(expected: Detections, found: Detections) -> bool:
+    """Same count and classes in the same order, boxes within `IDENTICAL_BOX_PX`."""
+    return (len(expected.labels) == len(found.labels)
+            and bool(np.array_equal(expected.labels, found.labels))
+            and bool(np.all(np.abs(expected.boxes - found.boxes) <= IDENTICAL_BOX_PX)))

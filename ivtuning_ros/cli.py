@@ -13,7 +13,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .benchmark import bench_engine, bench_model
+from .benchmark import (
+    bench_backends,
+    bench_engine,
+    bench_model,
+    device_name,
+    parse_backend,
+    synthetic_frames,
+)
 from .calibration import add_calibrate_parser
 from .eval_command import add_eval_parser
 from .model import (
@@ -36,6 +43,9 @@ from .model.weights import (
 )
 from .ros.replay import add_replay_parser
 from .runtime import EngineOptions
+from .runtime.backends import BACKENDS, BackendUnavailable
+from .runtime.backends.onnx_export import OPSET, export_key, export_onnx
+from .runtime.step import IR_DTYPES, FrameLayout, FrameStep
 from .train.command import add_train_parser
 
 EXIT_USAGE = 2
@@ -139,6 +149,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     """An adapter (with its base) or a full checkpoint -> one full checkpoint file."""
     model, config = load_checkpoint(args.checkpoint, base_weights=args.base_weights)
     destination = Path(args.output)
+    if args.onnx:
+        return _export_onnx(model, config, args, destination)
     if destination.exists() and not args.force:
         raise WeightsError(f"'{destination}' exists; pass --force to overwrite it")
     save_checkpoint(model, config, destination, half=args.fp16)
@@ -148,17 +160,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_onnx(model, config, args: argparse.Namespace, destination: Path) -> int:
+    """The engine's whole per-frame step for one frame layout -> ONNX."""
+    layout = FrameLayout(tuple(args.rgb_size or (config.input.height, config.input.width)),
+                         tuple(args.ir_size) if args.ir_size else None,
+                         args.ir_dtype if args.ir_size else None, args.bgr)
+    step = FrameStep(model.eval(), config, layout, args.max_detections, torch.device("cpu"),
+                     gain_in_graph=not args.tensorrt)
+    if destination.suffix != ".onnx":  # a cache folder: where the engine looks for it
+        destination = destination / "onnx" / f"{export_key(step)}.onnx"
+    if destination.exists() and not args.force:
+        raise WeightsError(f"'{destination}' exists; pass --force to overwrite it")
+    with tqdm(total=1, desc="export onnx", unit="model", disable=args.quiet) as progress:
+        export_onnx(step, destination, source=str(args.checkpoint))
+        progress.update()
+    size = destination.stat().st_size / 2**20
+    print(f"wrote {destination}: {config.name}, {layout.describe()}, opset {OPSET}, "
+          f"{size:.1f} MiB")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Model components and engine variants: latency p50/p95/p99, throughput, memory."""
     overrides = list(args.overrides)
     if args.size:
         overrides += [f"input.height={args.size[0]}", f"input.width={args.size[1]}"]
-    config = load_config(args.config, overrides)
+    if args.checkpoint:
+        model, config = load_checkpoint(args.checkpoint)
+    else:
+        config = load_config(args.config, overrides)
+        model = build_model(config, load_weights=False)
+    if args.backend:
+        return _bench_backends(model, config, args)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but CUDA is not available; "
                          "use --device cpu")
-    model = build_model(config, load_weights=False)
     options = EngineOptions(device=args.device, precision=args.precision,
                             cuda_graphs=args.graphs == "on", channels_last=args.channels_last,
                             compile=args.compile, score_threshold=0.0)
@@ -188,16 +225,48 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_backends(model, config, args: argparse.Namespace) -> int:
+    for spec in args.backend:
+        parse_backend(spec)
+    scenes = synthetic_frames(config, args.scenes)
+    with tqdm(total=args.warmup + args.repeats, desc="bench back-ends", unit="round",
+              disable=args.json) as progress:
+        backends = bench_backends(model, config, args.backend, scenes, args.repeats,
+                                  args.warmup, args.score_threshold, device=args.device,
+                                  progress=progress.update)
+    report = {"config": config.name, "checkpoint": args.checkpoint or "",
+              "input": [config.input.height, config.input.width],
+              "device": device_name(torch.device(args.device)), "torch": torch.__version__,
+              "scenes": len(scenes), "repeats": args.repeats,
+              "score_threshold": args.score_threshold, "backends": backends}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{config.name} at {config.input.height}x{config.input.width} on {report['device']}, "
+          f"{len(scenes)} synthetic scenes x {args.repeats}")
+    print(f"{'back-end':<20}{'p50 ms':>10}{'p99 ms':>10}{'speed-up':>10}  parity vs torch fp32")
+    for name, entry in backends.items():
+        if isinstance(entry, dict):
+            parity = ", ".join(f"{k} {v}" for k, v in entry["parity"].items())
+            print(f"{name:<20}{entry['latency_ms']['p50']:>10.1f}{entry['latency_ms']['p99']:>10.1f}"
+                  f"{entry['speedup_vs_torch_fp32']:>9.2f}x  {parity}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The real pipeline (synthetic cameras -> node -> recorder) on the embedded default."""
-    from .demo import DEMO_CHECKPOINT, run_demo  # imports rclpy: only for this command
+    from .demo import DEMO_CHECKPOINT, prepare_backend, run_demo  # imports rclpy
 
     checkpoint = args.checkpoint or (None if args.config else DEMO_CHECKPOINT)
     if checkpoint and not Path(checkpoint).is_file():
         checkpoint = None
-    parameters = {"device": args.device, "cuda_graphs": args.device != "cpu"}
+    parameters = {"device": args.device, "cuda_graphs": args.device != "cpu",
+                  "backend": args.backend, "precision": args.precision or "auto"}
     if checkpoint:
         parameters.update(checkpoint=str(checkpoint), score_threshold=0.3)
+        if args.backend != "torch":
+            seconds = prepare_backend(str(checkpoint), args.backend, args.precision)
+            print(f"demo: {args.backend} ready in {seconds:.1f} s", file=sys.stderr)
     else:
         parameters.update(model_config=args.config or "ivt_swin_t_realtime.yaml",
                           score_threshold=0.0, max_detections=5)
@@ -258,15 +327,42 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=10, help="timed runs (and frames)")
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--checkpoint", help="trained checkpoint instead of --config's random "
+                                            "weights (parity means most on trained weights)")
+    bench.add_argument("--backend", nargs="+", metavar="BACKEND[:PRECISION]",
+                       help="compare inference back-ends end to end instead, e.g. "
+                            f"--backend openvino openvino:fp32 onnxruntime ({', '.join(BACKENDS)};"
+                            " torch fp32 is always the reference)")
+    bench.add_argument("--scenes", type=int, default=3,
+                       help="synthetic scenes for --backend (day, night, fog in turn)")
+    bench.add_argument("--score-threshold", type=float, default=0.3,
+                       help="threshold for --backend's identical-detections check")
     bench.set_defaults(run=cmd_bench)
     export = commands.add_parser("export", help="adapter + base (or full) checkpoint -> one "
-                                                 "full checkpoint, optionally fp16")
+                                                 "full checkpoint, optionally fp16; or --onnx")
     export.add_argument("checkpoint", help="adapter or full checkpoint")
     export.add_argument("output", help="destination file")
     export.add_argument("--base-weights", help="frozen Swin weights under an adapter "
                                                "(default: the file the adapter names)")
     export.add_argument("--fp16", action="store_true", help="store tensors as fp16")
     export.add_argument("--force", action="store_true", help="overwrite the output file")
+    export.add_argument("--onnx", action="store_true",
+                        help="export the engine's whole per-frame step to ONNX for one frame "
+                             "layout instead; output is a .onnx file, or a folder used as the "
+                             "engine's cache_dir")
+    export.add_argument("--rgb-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="--onnx: RGB frame size (default: the config's input size)")
+    export.add_argument("--ir-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="--onnx: IR frame size (default: none, an RGB-only export)")
+    export.add_argument("--ir-dtype", choices=list(IR_DTYPES), default="uint16",
+                        help="--onnx: IR pixels: uint8 (mono8), uint16 (raw counts, default) "
+                             "or float32 (temperature)")
+    export.add_argument("--bgr", action="store_true", help="--onnx: BGR frames")
+    export.add_argument("--max-detections", type=int, default=100,
+                        help="--onnx: the most detections per frame")
+    export.add_argument("--tensorrt", action="store_true",
+                        help="--onnx: the TensorRT variant (IR gain control left outside)")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(run=cmd_export)
 
     demo = commands.add_parser("demo", help="synthetic cameras -> perception node -> "
@@ -279,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", help="model config instead of the demo weights")
     demo.add_argument("--checkpoint", help="checkpoint instead of the demo weights")
     demo.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    demo.add_argument("--backend", default="torch", choices=BACKENDS,
+                      help="the node's inference back-end")
+    demo.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                      help="the node's precision (default: the back-end's best)")
     demo.set_defaults(run=cmd_demo)
 
     add_eval_parser(commands)
@@ -292,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, WeightsError, ValueError, OSError) as exc:
+    except (ConfigError, WeightsError, ValueError, OSError, BackendUnavailable) as exc:
         print(f"ivtuning {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

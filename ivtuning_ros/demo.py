@@ -27,10 +27,12 @@ from tqdm import tqdm
 from vision_msgs.msg import Detection2DArray
 
 from .data.synthetic import make_scene
+from .model import load_checkpoint
 from .ros.conversions import fill_image, image_to_array
 from .ros.node import PerceptionNode
 from .ros.params import package_dir
 from .ros.spinning import spinning
+from .runtime import Engine, EngineOptions
 
 NODE = "ivtuning_perception"
 # The project's trained demo weights (see models/README.md and `make demo-weights`).
@@ -111,6 +113,20 @@ class Recorder(Node):
         """Whether the node used IR for the frame with this RGB stamp."""
         state = self.outputs["fusion_state"][stamp].status[0]
         return any(kv.key == "ir_used" and kv.value == "true" for kv in state.values)
+
+
+def prepare_backend(checkpoint: str, backend: str, precision: str | None) -> float:
+    """Export and compile the rig's frame layouts for an exported back-end before the node
+    starts, as a deployment would with ``ivtuning export --onnx`` (the node keeps the
+    result in its cache): otherwise the first frames wait for it. Returns the seconds."""
+    model, config = load_checkpoint(checkpoint)
+    engine = Engine(model, config, EngineOptions(backend=backend, precision=precision,
+                                                 source=checkpoint))
+    scene = make_scene(seed=0)
+    start = time.perf_counter()
+    engine.infer(scene.rgb, scene.ir, scene.homography)
+    engine.infer(scene.rgb, None)
+    return time.perf_counter() - start
 
 
 def run_demo(out_dir: Path, frames: int, rate: float, parameters: dict,

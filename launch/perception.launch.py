@@ -5,7 +5,7 @@
         checkpoint:=/path/to/adapter.pth device:=cuda
 
 Parameters come from ``params_file`` (default: the package's config/perception.yaml);
-the model_config, checkpoint and device arguments override it only when given. When the
+the model_config, checkpoint, device and backend arguments override it only when given. When the
 node exits (a configuration error prints one line naming the problem and exits non-zero),
 the launch shuts down with it instead of idling. Uses only launch APIs shared by Humble,
 Jazzy and Kilted.
@@ -22,6 +22,8 @@ ARGUMENTS = {
     "model_config": ("", "model config (overrides the parameters file when set)"),
     "checkpoint": ("", "full or adapter checkpoint (overrides the parameters file when set)"),
     "device": ("", "cpu, cuda or cuda:N (overrides the parameters file when set)"),
+    "backend": ("", "torch, openvino, onnxruntime or tensorrt (overrides the parameters file "
+                    "when set)"),
     "namespace": ("", "namespace of the node and its topics"),
     "node_name": ("ivtuning_perception", "node name"),
     "use_sim_time": ("false", "use /clock (bag replay, simulation)"),
@@ -35,7 +37,7 @@ ARGUMENTS = {
 
 def _node(context):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    overrides = {key: value[key] for key in ("model_config", "checkpoint", "device")
+    overrides = {key: value[key] for key in ("model_config", "checkpoint", "device", "backend")
                  if value[key]}
     overrides["use_sim_time"] = value["use_sim_time"].lower() in ("true", "1")
     remappings = [

@@ -291,11 +291,13 @@ class PerceptionNode(LifecycleNode):
         options = EngineOptions(
             device=device, precision=None if settings.precision == "auto" else settings.precision,
             cuda_graphs=settings.cuda_graphs, score_threshold=settings.score_threshold,
-            class_filter=settings.class_names, max_detections=settings.max_detections)
+            class_filter=settings.class_names, max_detections=settings.max_detections,
+            backend=settings.backend, cache_dir=settings.engine_cache_dir or None,
+            source=settings.checkpoint)
         self.engine = Engine(self._model, self._config, options)
         seconds = self.engine.warmup()
         self.get_logger().info(f"engine ready: {self._config.name} on {device}, "
-                               f"{self.engine.precision}, CUDA graphs "
+                               f"{self.engine.backend} {self.engine.precision}, CUDA graphs "
                                f"{'on' if self.engine.use_graphs else 'off'} "
                                f"(warm-up {seconds:.1f} s)")
 
@@ -577,6 +579,7 @@ class PerceptionNode(LifecycleNode):
         status.level, status.message = self._level(fusion)
         values = {
             "state": self._state,
+            "backend": self.engine.backend if self.engine else "",
             "precision": self.engine.precision if self.engine else "",
             "ir_state": fusion["state"],
             "fused_fraction": f"{fusion['fraction']:.3f}",

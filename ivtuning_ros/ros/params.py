@@ -35,8 +35,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("checkpoint", str, "full or adapter checkpoint; empty runs untrained weights"),
     ParamSpec("base_weights", str, "frozen Swin weights under an adapter checkpoint"),
     ParamSpec("device", str, "auto (cuda if available), cpu, cuda or cuda:N"),
-    ParamSpec("precision", str, "auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16",
-              choices=("auto", "fp32", "fp16", "bf16")),
+    ParamSpec("backend", str, "inference back-end: torch (eager, CUDA graphs on GPUs), "
+              "openvino (CPU), onnxruntime (CPU or CUDA) or tensorrt (NVIDIA GPUs); the "
+              "exported back-ends export each new frame layout once (cached on disk)",
+              choices=("torch", "openvino", "onnxruntime", "tensorrt")),
+    ParamSpec("engine_cache_dir", str, "exported models and TensorRT engines; empty: "
+              "$IVTUNING_CACHE or ~/.cache/ivtuning_ros"),
+    ParamSpec("precision", str, "auto (the back-end's best: torch fp16 on CUDA and fp32 on "
+              "CPU, OpenVINO bf16 where the CPU has it else fp32, TensorRT fp16), fp32, fp16 "
+              "or bf16", choices=("auto", "fp32", "fp16", "bf16")),
     ParamSpec("cuda_graphs", bool, "capture the per-frame step in CUDA graphs"),
     ParamSpec("score_threshold", float, "lowest detection score published", low=0.0, high=1.0,
               runtime=True),
@@ -96,6 +103,8 @@ class Settings:
     checkpoint: str
     base_weights: str
     device: str
+    backend: str
+    engine_cache_dir: str
     precision: str
     cuda_graphs: bool
     score_threshold: float

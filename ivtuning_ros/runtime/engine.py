@@ -346,7 +346,14 @@ class Engine:
 
     def warmup(self) -> float:
         """Run input-sized frames, with and without IR, so the first real frame is not slow
-        (lazy kernel set-up, cuDNN autotuning); returns the seconds it took."""
+        (lazy kernel set-up, cuDNN autotuning); returns the seconds it took.
+
+        Exported back-ends are not warmed up: each frame layout is exported and compiled
+        on its first frame (kept on disk for later starts), and input-sized frames need
+        not be the cameras' layout. ``ivtuning export --onnx`` exports ahead of time.
+        """
+        if self.backend != "torch":
+            return 0.0
         start = time.perf_counter()
         height, width = self.config.input.height, self.config.input.width
         rgb = np.zeros((height, width, 3), np.uint8)

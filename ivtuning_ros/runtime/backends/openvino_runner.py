@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..step import OUTPUT_NAMES
 from . import BackendUnavailable, require
+from .onnx_export import INPUT_NAMES
 
 # OpenVINO's names for our precisions, and the CPU capability each needs.
 _PRECISIONS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
@@ -50,9 +52,19 @@ class OpenVINORunner:
                   "CACHE_DIR": str(Path(cache_dir) / "openvino")}
         compiled = core.compile_model(str(onnx_path), "CPU", config)
         self._request = compiled.create_infer_request()
-        self._inputs = [port.get_any_name() for port in compiled.inputs]
-        self._outputs = [(port.get_any_name(), port) for port in compiled.outputs]
+        self._inputs = [_graph_name(port, INPUT_NAMES) for port in compiled.inputs]
+        self._outputs = [(_graph_name(port, OUTPUT_NAMES), port) for port in compiled.outputs]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self._request.infer({name: inputs[name] for name in self._inputs})
         return {name: np.array(results[port]) for name, port in self._outputs}
+
+
+def _graph_name(port, names: tuple[str, ...]) -> str:
+    """The export's name of a port: OpenVINO may give a port several tensor names (an
+    input that feeds a no-op cast keeps the cast's output name too)."""
+    found = sorted(set(port.get_names()) & set(names))
+    if not found:
+        raise ValueError(f"an OpenVINO port named {sorted(port.get_names())} is none of "
+                         f"{names}: not an ivtuning export")
+    return found[0]
