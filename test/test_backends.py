@@ -10,7 +10,7 @@ import torch
 from ivtuning_ros.benchmark import bench_backends, synthetic_frames
 from ivtuning_ros.model import load_checkpoint, save_checkpoint
 from ivtuning_ros.runtime import Engine, EngineOptions
-from ivtuning_ros.runtime.backends import BackendUnavailable, open_runner, require
+from ivtuning_ros.runtime.backends import BackendUnavailable, open_runner, parity, require
 from ivtuning_ros.runtime.backends.onnx_export import (
     example_inputs,
     export_onnx,
@@ -164,3 +164,21 @@ def test_cli_exports_into_the_cache_the_engine_reads(tiny_model, tiny_config, tm
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2 and "backend must be one of" in bad.stderr
     assert bad.stderr.count("\n") == 1
+
+
+def test_tensorrt_variant_and_its_parity_check_run_on_the_cpu(tiny_model, tiny_config,
+                                                             tmp_path):
+    """TensorRT's export (gain control outside the graph) and the probe-frame check that
+    guards a new TensorRT engine, here with ONNX Runtime standing in for TensorRT."""
+    layout = FrameLayout((70, 70), (50, 60), "uint16")
+    step = FrameStep(tiny_model, tiny_config, layout, 100, torch.device("cpu"),
+                     gain_in_graph=False)
+    path = export_onnx(step, tmp_path / "trt_variant.onnx")
+    runner = open_runner("onnxruntime", path, torch.device("cpu"), None, tmp_path)
+    report = parity.compare(step, runner, parity.probe_inputs(step, gain_in_graph=False))
+    assert report["label_agreement"] == 1.0
+    assert report["max_score_diff"] < 1e-5
+    assert report["segmentation_agreement"] >= 0.999
+    parity.check(report, "tensorrt")
+    with pytest.raises(BackendUnavailable, match="miscompile"):
+        parity.check({**report, "segmentation_agreement": 0.5}, "tensorrt")

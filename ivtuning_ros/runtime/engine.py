@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import json
 import logging
 import os
 import sys
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from ..model import IVTuningModel, ModelConfig
 from ..model.postprocess import Letterbox
-from .backends import check_backend, open_runner, resolve_precision
+from .backends import check_backend, open_runner, parity, resolve_precision
 from .backends.onnx_export import cached_export, default_cache_dir, example_inputs
 from .buffers import FrameBuffers
 from .palette import colorize, palette
@@ -178,7 +179,20 @@ class _ExportedPipeline:
         self.onnx_path = cached_export(step, engine.cache_dir, engine.source)
         self.runner = open_runner(engine.backend, self.onnx_path, engine.device,
                                   engine.precision, engine.cache_dir)
+        if engine.backend == "tensorrt":
+            self._verify(step)
         self.inputs = example_inputs(step)
+
+    def _verify(self, step: FrameStep) -> None:
+        """Trust a new TensorRT engine only once it matches PyTorch on a probe frame; the
+        verdict is kept beside the engine, so this runs once per engine."""
+        verified = self.runner.verified_path
+        if verified.is_file():
+            return
+        report = parity.compare(step, self.runner, parity.probe_inputs(step, self.gain_in_graph))
+        parity.check(report, self.engine.backend)
+        verified.write_text(json.dumps(report))
+        LOG.info("TensorRT engine matches PyTorch on a probe frame: %s", report)
 
     def run(self, rgb: np.ndarray, ir: np.ndarray | None,
             timings: dict[str, float]) -> dict[str, np.ndarray]:

@@ -4,7 +4,7 @@ The engine is built from the ONNX export on first use (minutes) and kept on disk
 keyed by the ONNX file, the TensorRT version, the GPU and the precision, so it is
 rebuilt when any of them changes. Some TensorRT 10.x/11.x releases miscompile
 `grid_sample`-based deformable attention silently (DEPLOY_FACTS.md), so a new engine
-is trusted only after its outputs match PyTorch on a probe frame (`verify`, run by the
+is trusted only after its outputs match PyTorch on a probe frame (`parity`, run by the
 engine); the verdict is kept beside the plan file.
 
 TensorRT's TopK takes at most 3840 elements, fewer than the IR gain control sorts, so
