@@ -25,6 +25,8 @@ from .calibration import add_calibrate_parser
 from .eval_command import add_eval_parser
 from .model import (
     ConfigError,
+    IVTuningModel,
+    ModelConfig,
     WeightsError,
     build_backbone,
     build_model,
@@ -160,7 +162,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_onnx(model, config, args: argparse.Namespace, destination: Path) -> int:
+def _export_onnx(model: IVTuningModel, config: ModelConfig, args: argparse.Namespace,
+                 destination: Path) -> int:
     """The engine's whole per-frame step for one frame layout -> ONNX."""
     layout = FrameLayout(tuple(args.rgb_size or (config.input.height, config.input.width)),
                          tuple(args.ir_size) if args.ir_size else None,
@@ -225,7 +228,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_backends(model, config, args: argparse.Namespace) -> int:
+def _bench_backends(model: IVTuningModel, config: ModelConfig, args: argparse.Namespace) -> int:
+    """`ivtuning bench --backend`: back-ends side by side, with parity against torch fp32."""
     for spec in args.backend:
         parse_backend(spec)
     scenes = synthetic_frames(config, args.scenes)
