@@ -33,6 +33,9 @@ class OnnxRuntimeRunner:
                 "'onnxruntime-gpu' for CUDA, or set device 'cpu'")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
+        # Idle worker threads sleep instead of spinning: on a robot's CPU the node's other
+        # threads (DDS, the next frame's preprocessing) and other nodes need those cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         provider_options = [{"device_id": device.index or 0}] if device.type == "cuda" else [{}]
         self._session = onnxruntime.InferenceSession(str(onnx_path), options,
                                                      providers=[provider],
