@@ -19,8 +19,8 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=[
-        "matplotlib", "mcap", "mcap-ros2-support", "numpy", "opencv-python-headless",
-        "pillow", "pycocotools", "pyyaml", "scipy", "tensorboard", "torch", "torchvision", "tqdm",
+        "matplotlib", "mcap", "mcap-ros2-support", "numpy", "opencv-python-headless", "pillow",
+        "pycocotools", "pyyaml", "scipy", "tensorboard", "timm", "torch", "torchvision", "tqdm",
     ],
     # Inference back-ends beside eager torch; the CPU ones are tested, so `test` has them.
     extras_require={

@@ -1,12 +1,13 @@
-"""The prompter's price: IV-tuning backbone vs the frozen Swin alone vs the dual-branch design.
+"""The prompter's price: IV-tuning backbone vs the frozen backbone alone vs the dual-branch design.
 
 Three backbones on the same weights, at one input size, eval mode, fp32, under
-``torch.inference_mode()``:
+``torch.inference_mode()``, for any config (Swin or plain ViT; a ViT's feature pyramid
+runs in all three):
 
-* ``frozen``: the frozen Swin on RGB alone (``IVTuningBackbone.forward_frozen``);
-* ``iv_tuning``: the frozen Swin with infrared prompts on RGB + IR, the prompter
+* ``frozen``: the frozen backbone on RGB alone (``AdaptedBackbone.forward_frozen``);
+* ``iv_tuning``: the frozen backbone with infrared prompts on RGB + IR, the prompter
   holding random non-zero ("trained-looking") weights, so nothing can be skipped;
-* ``dual_branch``: the design IV-tuning replaces: the frozen Swin on RGB, again on IR,
+* ``dual_branch``: the design IV-tuning replaces: the frozen backbone on RGB, again on IR,
   features summed (`ivtuning_ros.benchmark.DualBranchBaseline`, without heads).
 
 After a warm-up, the three run interleaved (one of each per repeat), so that machine
@@ -16,6 +17,7 @@ load affects them alike; reports median and p90 latency, GFLOPs counted by
 object on stdout.
 
     .venv/bin/python benchmarks/backbone.py --repeats 15
+    .venv/bin/python benchmarks/backbone.py --config models/ivt_dinov3_s_realtime.yaml
 """
 from __future__ import annotations
 
@@ -32,13 +34,13 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ivtuning_ros.benchmark import DualBranchBaseline, device_name
-from ivtuning_ros.model import IVTuningBackbone, build_backbone, load_config
+from ivtuning_ros.model import AdaptedBackbone, build_backbone, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"iv_tuning_vs_frozen": 1.22, "iv_tuning_vs_dual": 0.62}
 
 
-def trained_looking(backbone: IVTuningBackbone, seed: int = 0) -> IVTuningBackbone:
+def trained_looking(backbone: AdaptedBackbone, seed: int = 0) -> AdaptedBackbone:
     """Perturb every trainable tensor around its initial value (s3/s4 no longer zero) and
     give BatchNorm running statistics, as a trained prompter would have."""
     generator = torch.Generator().manual_seed(seed)
@@ -58,7 +60,7 @@ class FeaturesOnly(nn.Module):
     """The model interface `DualBranchBaseline` reads, without heads: its ``heads``
     return the summed stage features, so the benchmark times the backbones alone."""
 
-    def __init__(self, backbone: IVTuningBackbone) -> None:
+    def __init__(self, backbone: AdaptedBackbone) -> None:
         super().__init__()
         self.backbone = backbone
 
@@ -67,7 +69,7 @@ class FeaturesOnly(nn.Module):
         return {"features": features}
 
 
-def variants(backbone: IVTuningBackbone, rgb: Tensor,
+def variants(backbone: AdaptedBackbone, rgb: Tensor,
              ir: Tensor) -> dict[str, Callable[[], object]]:
     """The three compared forwards, as closures over the same inputs and weights."""
     dual = DualBranchBaseline(FeaturesOnly(backbone))

@@ -36,13 +36,13 @@ from .model import (
     parameter_summary,
     save_checkpoint,
 )
-from .model.dino_weights import is_mmdet_detector, load_mmdet_dino
-from .model.weights import (
+from .model.backbones.swin_weights import (
     detect_swin_layout,
     load_swin_state,
-    read_checkpoint,
     to_torchvision_layout,
 )
+from .model.heads.dino_weights import is_mmdet_detector, load_mmdet_dino
+from .model.weights import read_checkpoint
 from .ros.replay import add_replay_parser
 from .runtime import EngineOptions
 from .runtime.backends import BACKENDS, BackendUnavailable
@@ -63,16 +63,19 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_info(args: argparse.Namespace) -> int:
     """Print the parameter table of a model config."""
     config = load_config(args.config, args.overrides)
-    if config.detection or config.segmentation:
-        summary = model_summary(build_model(config, load_weights=False))
-    else:
-        summary = parameter_summary(build_backbone(config, load_weights=False))
+    with torch.device("meta"):  # counting needs shapes, not values: SAM-H builds instantly
+        if config.detection or config.segmentation:
+            summary = model_summary(build_model(config, load_weights=False))
+        else:
+            summary = parameter_summary(build_backbone(config, load_weights=False))
     summary = {"config": config.name, **summary}
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     frozen, trainable = summary["backbone_frozen_params"], summary["backbone_trainable_params"]
-    print(f"{config.name}: {config.backbone.variant}, window {config.backbone.window_size}, "
+    backbone = config.backbone
+    window = f", window {backbone.window_size}" if backbone.family == "swin" else ""
+    print(f"{config.name}: {backbone.variant}, patch {backbone.patch_size}{window}, "
           f"IR channels {config.prompter.ir_in_channels}")
     print(f"{'module':<40}{'params':>14}  trainable")
     for row in summary["modules"]:
@@ -83,12 +86,12 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"({trainable / 1e6:.3f}M, {100 * trainable / frozen:.2f}% of the frozen backbone)")
     print(f"{'  of which MP-alpha':<40}{summary['mp_alpha_params']:>14,}")
     if "trainable_params" in summary:
-        print(f"{'detection head (with stage norms)':<40}{summary['detection_head_params']:>14,}")
+        print(f"{'detection head':<40}{summary['detection_head_params']:>14,}")
         print(f"{'segmentation head':<40}{summary['segmentation_head_params']:>14,}")
         print(f"{'trainable total':<40}{summary['trainable_params']:>14,}")
         print(f"{'adapter checkpoint':<40}{summary['adapter_checkpoint_mb']:>11.2f} MiB")
     else:
-        print(f"{'stage output norms (neck)':<40}{summary['neck_norm_params']:>14,}  "
+        print(f"{'output norms / pyramid (neck)':<40}{summary['neck_norm_params']:>14,}  "
               "trained with the heads, not in #TP")
     return 0
 

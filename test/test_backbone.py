@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from ivtuning_ros.model import build_backbone, load_config
-from ivtuning_ros.model.backbone import patch_linear
-from ivtuning_ros.model.swin import swin_stages, window_attention
-from ivtuning_ros.model.weights import ir_embed_to_mono
+from ivtuning_ros.model.adapters.ivtuning.ir_embed import ir_embed_to_mono, patch_linear
+from ivtuning_ros.model.backbones.swin import swin_stages, window_attention
 
 from .conftest import MODELS, randomize_trainable
 from .test_prompter import plain_alpha, plain_beta
@@ -227,16 +226,17 @@ def test_bad_ir_input_names_the_fix(tiny_backbone, ir_shape, message):
     assert message in str(error.value)
 
 
-def test_backbone_benchmark_reports_timings_flops_and_ratios(capsys):
-    """benchmarks/backbone.py on the tiny config: the JSON it prints has every key, and
-    positive ratios (no timing is asserted: the machine is shared)."""
+@pytest.mark.parametrize("config", ["ivt_tiny_test.yaml", "ivt_dinov3_s_realtime.yaml"])
+def test_backbone_benchmark_reports_timings_flops_and_ratios(capsys, config):
+    """benchmarks/backbone.py on the tiny Swin and the real-time ViT: the JSON it prints has
+    every key, and positive ratios (no timing is asserted: the machine is shared)."""
     path = MODELS.parent / "benchmarks" / "backbone.py"
     spec = importlib.util.spec_from_file_location("benchmark_backbone", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     threads = torch.get_num_threads()
     try:  # one thread: quick even while other processes load the machine
-        bench.main(["--config", str(MODELS / "ivt_tiny_test.yaml"), "--height", "64",
+        bench.main(["--config", str(MODELS / config), "--height", "64",
                     "--width", "80", "--repeats", "2", "--warmup", "1", "--threads", "1"])
     finally:
         torch.set_num_threads(threads)

@@ -12,7 +12,7 @@ from ivtuning_ros.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from ivtuning_ros.model.checkpoint import FROZEN_PREFIX
+from ivtuning_ros.model.checkpoint import frozen_prefix
 
 from .conftest import MODELS, randomize_trainable
 from .test_weights import to_mmdet
@@ -63,7 +63,8 @@ def test_adapter_holds_only_trainable_parts_and_reloads_exactly(tiny_config, tmp
     tiny_config.backbone.weights = str(base)
     save_checkpoint(model, tiny_config, tmp_path / "adapter.pth", adapter=True)
     payload = torch.load(tmp_path / "adapter.pth", weights_only=True)
-    assert not any(k.startswith(FROZEN_PREFIX) for k in payload["state_dict"])
+    assert frozen_prefix(model) == "backbone.swin."
+    assert not any(k.startswith("backbone.swin.") for k in payload["state_dict"])
     assert any(k.startswith("backbone.mp_beta.") for k in payload["state_dict"])
     restored, _ = load_checkpoint(tmp_path / "adapter.pth")
     assert_same_outputs(outputs(model, tiny_config), outputs(restored.eval(), tiny_config))
@@ -77,7 +78,7 @@ def test_adapter_over_the_wrong_base_fails_clearly(tiny_config, tmp_path):
     torch.save(other.backbone.swin.state_dict(), wrong)
     tiny_config.backbone.weights = str(right)
     save_checkpoint(model, tiny_config, tmp_path / "adapter.pth", adapter=True)
-    with pytest.raises(WeightsError, match="was trained on frozen Swin weights") as error:
+    with pytest.raises(WeightsError, match="was trained on frozen backbone weights") as error:
         load_checkpoint(tmp_path / "adapter.pth", base_weights=str(wrong))
     assert "right.pth" in str(error.value) and "wrong.pth" in str(error.value)
 
@@ -145,6 +146,7 @@ def test_info_covers_the_full_model(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["detection_head_params"] > 0 and info["segmentation_head_params"] > 0
     assert info["trainable_params"] == (info["backbone_trainable_params"]
+                                        + info["neck_norm_params"]
                                         + info["detection_head_params"]
                                         + info["segmentation_head_params"])
     assert 0 < info["adapter_checkpoint_mb"] < 100

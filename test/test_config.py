@@ -10,8 +10,14 @@ from .conftest import MODELS
 @pytest.mark.parametrize("path", sorted(MODELS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     config = load_config(path)
-    assert len(config.backbone.depths) == len(config.backbone.num_heads) == 4
-    assert config.backbone.stage_dims[1] == 2 * config.backbone.embed_dim
+    backbone = config.backbone
+    assert len(backbone.stage_dims) == 4
+    if backbone.family == "swin":
+        assert len(backbone.depths) == len(backbone.num_heads) == 4
+        assert backbone.stage_dims[1] == 2 * backbone.embed_dim
+    else:  # a plain ViT: one stage; the pyramid's maps are C/4, C/2, C, C wide
+        assert len(backbone.depths) == len(backbone.num_heads) == 1
+        assert backbone.stage_dims[2:] == [backbone.embed_dim] * 2
 
 
 def test_paper_config_is_swin_l_with_three_channel_ir():

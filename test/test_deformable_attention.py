@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ivtuning_ros.model.deformable_attention import (
+from ivtuning_ros.model.heads.deformable_attention import (
     MultiScaleDeformableAttention,
     multi_scale_deformable_attention,
 )

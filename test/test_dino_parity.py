@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ivtuning_ros.cli import main
 from ivtuning_ros.model import build_model, load_checkpoint, load_config
-from ivtuning_ros.model.dino import DINOHead
+from ivtuning_ros.model.heads.dino import DINOHead
 
 from .conftest import MODELS
 from .test_weights import to_mmdet

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ivtuning_ros.model.prompter import (
+from ivtuning_ros.model.adapters.ivtuning.prompter import (
     PrompterAlpha,
     PrompterBeta,
     ScaledLayerNorm,

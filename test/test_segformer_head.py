@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from ivtuning_ros.model.segformer_head import SegFormerHead
+from ivtuning_ros.model.heads.segformer import SegFormerHead
 
 CHANNELS = [16, 32, 64, 128]
 

@@ -10,7 +10,7 @@ from torchvision.models.swin_transformer import PatchMerging
 
 from ivtuning_ros.cli import main
 from ivtuning_ros.model import WeightsError, build_backbone, load_config
-from ivtuning_ros.model.weights import (
+from ivtuning_ros.model.backbones.swin_weights import (
     concat_to_unfold_order,
     load_swin_checkpoint,
     load_swin_state,

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torchvision.models.swin_transformer import ShiftedWindowAttention
 
-from ivtuning_ros.model.swin import window_attention
+from ivtuning_ros.model.backbones.swin import window_attention
 
 
 def attention_module(window, shift, dim=16, heads=2, seed=0):

@@ -1,5 +1,11 @@
-"""Pure-PyTorch IV-tuning model: no ROS imports here."""
-from .backbone import BackboneOutput, IVTuningBackbone, build_backbone
+"""Pure-PyTorch IV-tuning model: no ROS imports here.
+
+Layout: ``backbones/`` (frozen foundation models: Swin, plain ViTs, their checkpoint
+layouts), ``adapters/`` (what trains on top: IV-tuning), ``heads/`` (DINO, SegFormer and
+the layers they use); the model, its config, checkpoints and summaries here.
+"""
+from .adapters.base import AdaptedBackbone, BackboneOutput
+from .backbones.swin_weights import load_swin_checkpoint
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .config import (
     BackboneConfig,
@@ -10,16 +16,16 @@ from .config import (
     SegmentationConfig,
     load_config,
 )
-from .model import IVTuningModel, build_model
+from .model import IVTuningModel, build_backbone, build_model
 from .summary import model_summary, parameter_summary
-from .weights import WeightsError, load_swin_checkpoint
+from .weights import WeightsError
 
 __all__ = [
+    "AdaptedBackbone",
     "BackboneConfig",
     "BackboneOutput",
     "ConfigError",
     "DetectionConfig",
-    "IVTuningBackbone",
     "IVTuningModel",
     "ModelConfig",
     "PrompterConfig",

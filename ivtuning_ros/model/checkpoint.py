@@ -2,7 +2,7 @@
 
 * full: every tensor of the model.
 * adapter: only what IV-tuning trains (IR embedding, prompter, output norms,
-  heads) plus a fingerprint of the frozen Swin weights it was trained on: the
+  heads) plus a fingerprint of the frozen backbone weights it was trained on: the
   paper's storage argument (one backbone, n small task files). Loading an
   adapter over different frozen weights fails instead of silently degrading.
 """
@@ -20,17 +20,22 @@ from .weights import WeightsError, list_keys, load_file
 
 FULL, ADAPTER = "ivtuning-full", "ivtuning-adapter"
 FORMAT_VERSION = 1
-FROZEN_PREFIX = "backbone.swin."
+
+
+def frozen_prefix(model: IVTuningModel) -> str:
+    """State-dict prefix of the frozen foundation model's tensors."""
+    return f"backbone.{model.backbone.frozen_name}."
 
 
 def adapter_state(model: IVTuningModel) -> dict[str, Tensor]:
-    """Every tensor outside the frozen Swin (trainable parameters and their buffers)."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
+    """Every tensor outside the frozen model (trainable parameters and their buffers)."""
+    prefix = frozen_prefix(model)
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
 
 
 def base_fingerprint(model: IVTuningModel) -> str:
-    """The fingerprint of the frozen Swin tensors (`state_fingerprint`)."""
-    return state_fingerprint(model.backbone.swin.state_dict())
+    """The fingerprint of the frozen model's tensors (`state_fingerprint`)."""
+    return state_fingerprint(model.backbone.frozen.state_dict())
 
 
 def state_fingerprint(state: dict[str, Tensor]) -> str:
@@ -68,7 +73,7 @@ def load_checkpoint(path: str | Path, *,
                     base_weights: str | None = None) -> tuple[IVTuningModel, ModelConfig]:
     """Rebuild a model from a full or adapter checkpoint (on CPU).
 
-    For an adapter, the frozen Swin comes from ``base_weights`` if given, else
+    For an adapter, the frozen backbone comes from ``base_weights`` if given, else
     from the weights file recorded in its config; its fingerprint must match.
     """
     payload = _read(Path(path))
@@ -83,11 +88,12 @@ def load_checkpoint(path: str | Path, *,
     found = base_fingerprint(model)
     if found != payload["base_fingerprint"]:
         raise WeightsError(
-            f"adapter '{path}' was trained on frozen Swin weights {payload['base_fingerprint']} "
+            f"adapter '{path}' was trained on frozen backbone weights "
+            f"{payload['base_fingerprint']} "
             f"(file {payload['base_weights']!r}), but the loaded base is {found} "
-            f"(file {config.backbone.weights!r}); pass the matching Swin weights as the base"
+            f"(file {config.backbone.weights!r}); pass the matching backbone weights as the base"
         )
-    frozen = {k: v for k, v in model.state_dict().items() if k.startswith(FROZEN_PREFIX)}
+    frozen = {k: v for k, v in model.state_dict().items() if k.startswith(frozen_prefix(model))}
     _load_exact(model, {**frozen, **payload["state_dict"]}, path)
     return model, config
 

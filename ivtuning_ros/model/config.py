@@ -27,14 +27,37 @@ SWIN_VARIANTS: dict[str, dict[str, Any]] = {
     "swin_l": {"embed_dim": 192, "depths": [2, 2, 18, 2], "num_heads": [6, 12, 24, 48]},
 }
 
+# Plain ViTs (timm architecture, width, layers, heads): the paper's Tables I and VII, and
+# a small DINOv3 for real time. SAM's image encoder keeps its 1024-pixel pre-training
+# grid for its relative position tables (resampled to the input at run time).
+VIT_VARIANTS: dict[str, dict[str, Any]] = {
+    "eva02_l": {"timm_name": "eva02_large_patch14_224", "embed_dim": 1024, "depth": 24,
+                "num_heads": 16},
+    "clip_l": {"timm_name": "vit_large_patch14_clip_224", "embed_dim": 1024, "depth": 24,
+               "num_heads": 16},
+    "mae_l": {"timm_name": "vit_large_patch16_224", "embed_dim": 1024, "depth": 24,
+              "num_heads": 16},
+    "sam_h": {"timm_name": "samvit_huge_patch16", "embed_dim": 1280, "depth": 32,
+              "num_heads": 16, "pretrain_size": 1024},
+    "dinov3_l": {"timm_name": "vit_large_patch16_dinov3", "embed_dim": 1024, "depth": 24,
+                 "num_heads": 16},
+    "dinov3_s": {"timm_name": "vit_small_patch16_dinov3", "embed_dim": 384, "depth": 12,
+                 "num_heads": 6},
+}
+
 
 @dataclass
 class BackboneConfig:
-    """The frozen Swin Transformer.
+    """The frozen foundation model: a Swin (torchvision) or a plain ViT (timm).
 
     ``variant`` fills embed_dim/depths/num_heads unless they are given explicitly
-    (a tiny test backbone gives them). ``weights`` is a torchvision-layout Swin
-    checkpoint (see ``ivtuning convert``); None leaves random weights.
+    (a tiny test backbone gives them; a ViT is one stage: ``depths: [layers]``).
+    ``patch_size`` defaults to 4 (Swin) and 16 (ViT: EVA02's detection and segmentation
+    practice; a patch-14 checkpoint is resampled on loading). ``window_size`` and
+    ``mlp_ratio`` are the Swin's. ``feature_layers`` (ViT only) are the four layers the
+    feature pyramid reads, one per scale; None reads the last layer alone (ViTDet).
+    ``weights`` is a checkpoint (Swin: see ``ivtuning convert``; ViT: timm layout, or the
+    model's original layout that timm converts); None leaves random weights.
     """
 
     variant: str = "swin_t"
@@ -42,28 +65,67 @@ class BackboneConfig:
     depths: list[int] | None = None
     num_heads: list[int] | None = None
     window_size: int = 7
-    patch_size: int = 4
+    patch_size: int | None = None
     mlp_ratio: float = 4.0
+    feature_layers: list[int] | None = None
     weights: str | None = None
 
     def __post_init__(self) -> None:
-        if self.variant not in SWIN_VARIANTS:
+        if self.variant in SWIN_VARIANTS:
+            sizes = SWIN_VARIANTS[self.variant]
+        elif self.variant in VIT_VARIANTS:
+            sizes = dict(VIT_VARIANTS[self.variant])
+            sizes.update(depths=[sizes["depth"]], num_heads=[sizes["num_heads"]])
+        else:
             raise ConfigError(
                 f"backbone.variant '{self.variant}' is unknown; use one of "
-                f"{', '.join(SWIN_VARIANTS)}"
+                f"{', '.join([*SWIN_VARIANTS, *VIT_VARIANTS])}"
             )
-        sizes = SWIN_VARIANTS[self.variant]
         self.embed_dim = self.embed_dim or sizes["embed_dim"]
         self.depths = list(self.depths or sizes["depths"])
         self.num_heads = list(self.num_heads or sizes["num_heads"])
+        self.patch_size = self.patch_size or (4 if self.family == "swin" else 16)
         if len(self.depths) != len(self.num_heads):
             raise ConfigError("backbone.depths and backbone.num_heads must have the same length")
         if self.window_size < 1:
             raise ConfigError("backbone.window_size must be a positive integer")
+        if self.family == "vit":
+            self._check_vit()
+        elif self.feature_layers is not None:
+            raise ConfigError("backbone.feature_layers is for plain ViTs; a Swin gives its "
+                              "four stages")
+
+    def _check_vit(self) -> None:
+        if len(self.depths) != 1:
+            raise ConfigError(f"backbone '{self.variant}' is a plain ViT: give depths as "
+                              f"[layers], got {self.depths}")
+        layers = self.feature_layers
+        if layers is not None and (len(layers) != 4 or sorted(set(layers)) != list(layers)
+                                   or not 0 <= layers[0] <= layers[-1] < self.depths[0]):
+            raise ConfigError(f"backbone.feature_layers must be four increasing layer indices "
+                              f"in 0..{self.depths[0] - 1} (or null for the last layer), "
+                              f"got {layers}")
+
+    @property
+    def family(self) -> str:
+        """'swin' or 'vit'."""
+        return "swin" if self.variant in SWIN_VARIANTS else "vit"
+
+    @property
+    def timm_name(self) -> str:
+        """The timm architecture of a ViT variant."""
+        return VIT_VARIANTS[self.variant]["timm_name"]
+
+    @property
+    def pretrain_size(self) -> int | None:
+        """The image size a ViT's position tables were made for, where timm needs it."""
+        return VIT_VARIANTS[self.variant].get("pretrain_size")
 
     @property
     def stage_dims(self) -> list[int]:
-        """Channel width of each stage's output."""
+        """Channel width of each of the four maps the heads read."""
+        if self.family == "vit":
+            return [self.embed_dim // 4, self.embed_dim // 2, self.embed_dim, self.embed_dim]
         return [self.embed_dim * 2**i for i in range(len(self.depths))]
 
 

@@ -5,14 +5,18 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .backbone import IVTuningBackbone, build_backbone
-from .config import ModelConfig
-from .dino import DINOHead, build_dino
-from .segformer_head import SegFormerHead
+from .adapters.base import AdaptedBackbone
+from .adapters.ivtuning.swin import IVTuningSwin
+from .adapters.ivtuning.vit import IVTuningViT
+from .backbones.swin_weights import load_swin_checkpoint
+from .backbones.vit_weights import load_vit_checkpoint
+from .config import BackboneConfig, ModelConfig, PrompterConfig
+from .heads.dino import DINOHead, build_dino
+from .heads.segformer import SegFormerHead
 
 
 class IVTuningModel(nn.Module):
-    """Frozen Swin + Modality-aware Prompter + optional DINO and SegFormer heads.
+    """Frozen backbone + adapter (`AdaptedBackbone`) + optional DINO and SegFormer heads.
 
     forward(rgb, ir) returns a dict:
       ``ir_used`` (bool): False when run RGB-only;
@@ -31,7 +35,7 @@ class IVTuningModel(nn.Module):
     ``DINOHead.forward`` for what it adds (``dn_outputs``).
     """
 
-    def __init__(self, backbone: IVTuningBackbone, detection: DINOHead | None,
+    def __init__(self, backbone: AdaptedBackbone, detection: DINOHead | None,
                  segmentation: SegFormerHead | None) -> None:
         super().__init__()
         if detection is None and segmentation is None:
@@ -56,6 +60,26 @@ class IVTuningModel(nn.Module):
         if self.segmentation is not None:
             outputs["seg_logits"] = self.segmentation(features, input_size)
         return outputs
+
+
+def build_backbone(config: ModelConfig | BackboneConfig, prompter: PrompterConfig | None = None,
+                   *, load_weights: bool = True) -> AdaptedBackbone:
+    """Build the IV-tuning backbone a config names and load ``backbone.weights`` if given.
+
+    Accepts a whole `ModelConfig`, or a `BackboneConfig` with a `PrompterConfig`.
+    """
+    if isinstance(config, ModelConfig):
+        config, prompter = config.backbone, config.prompter
+    prompter = prompter or PrompterConfig()
+    if config.family == "swin":
+        backbone = IVTuningSwin(config, prompter)
+        if load_weights and config.weights:
+            load_swin_checkpoint(backbone, config.weights)
+        return backbone
+    backbone = IVTuningViT(config, prompter)
+    if load_weights and config.weights:
+        load_vit_checkpoint(backbone.vit, config.weights)
+    return backbone
 
 
 def build_model(config: ModelConfig, *, load_weights: bool = True) -> IVTuningModel:

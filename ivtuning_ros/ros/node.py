@@ -579,6 +579,7 @@ class PerceptionNode(LifecycleNode):
         status.level, status.message = self._level(fusion)
         values = {
             "state": self._state,
+            "model": self.engine.config.name if self.engine else "",
             "backend": self.engine.backend if self.engine else "",
             "precision": self.engine.precision if self.engine else "",
             "ir_state": fusion["state"],

@@ -106,9 +106,9 @@ def _schedule_options(args: argparse.Namespace) -> dict:
 
 
 def _export_base(model: IVTuningModel, out: Path) -> str:
-    """Write the frozen Swin of an --init checkpoint as the adapters' base weights file."""
+    """Write the frozen backbone of an --init checkpoint as the adapters' base weights file."""
     out.mkdir(parents=True, exist_ok=True)
-    path = (out / "base_swin.pth").resolve()
-    torch.save(model.backbone.swin.state_dict(), path)
+    path = (out / f"base_{model.backbone.frozen_name}.pth").resolve()
+    torch.save(model.backbone.frozen.state_dict(), path)
     return str(path)
 

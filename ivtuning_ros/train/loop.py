@@ -156,7 +156,7 @@ def _criterion(config: ModelConfig) -> SetCriterion:
 
 
 def _set_trainable(model: IVTuningModel, options: TrainOptions) -> None:
-    model.backbone.swin.requires_grad_(options.train_backbone)
+    model.backbone.frozen.requires_grad_(options.train_backbone)
     model.backbone.gradient_checkpointing = options.gradient_checkpointing
 
 

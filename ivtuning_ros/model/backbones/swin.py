@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.swin_transformer import ShiftedWindowAttention, SwinTransformer
 
-from .config import BackboneConfig
+from ..config import BackboneConfig
 
 
 def build_swin(config: BackboneConfig) -> SwinTransformer:

@@ -29,20 +29,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .box_ops import inverse_sigmoid
-from .config import DetectionConfig
+from ..box_ops import inverse_sigmoid
+from ..config import DetectionConfig
+from ..padding import FeatureLevels, SpatialShapes, feature_levels
+from .channel_mapper import ChannelMapper
 from .deformable_attention import MultiScaleDeformableAttention, level_sizes
 from .layers import MLP, FeedForward
-from .neck import ChannelMapper
-from .padding import FeatureLevels, SpatialShapes, feature_levels
 from .position_encoding import (
     coordinate_to_encoding,
     masked_sine_position_map,
     sine_position_map,
 )
 
-# Swin's patch embedding: the first backbone stage map has stride PATCH_SIZE.
-PATCH_SIZE = 4
+# The first backbone map has stride 4 (Swin's patch embedding, the ViT pyramid's finest).
+FIRST_STRIDE = 4
 
 
 class EncoderLayer(nn.Module):
@@ -191,7 +191,7 @@ class DINOHead(nn.Module):
     def _input_size(features: list[Tensor]) -> tuple[int, int]:
         """The network input (H, W) from the stride-4 stage map: exact for multiples of 4."""
         height, width = features[0].shape[-2:]
-        return height * PATCH_SIZE, width * PATCH_SIZE
+        return height * FIRST_STRIDE, width * FIRST_STRIDE
 
     def _position_encoding(self, levels: FeatureLevels, num_feats: int, dtype: torch.dtype,
                            device: torch.device) -> Tensor:

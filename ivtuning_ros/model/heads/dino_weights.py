@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .weights import StateDict, WeightsError, list_keys, mmdet_swin_to_torchvision
+from ..backbones.swin_weights import mmdet_swin_to_torchvision
+from ..weights import StateDict, WeightsError, list_keys
 
 # (mmdet pattern, our key). Layer-level names: mmcv's FFN `layers.0.0` / `layers.1`
 # are our linear1 / linear2, `norms.{k}` our norm{k+1}, the MHA wrapper's `attn.` is dropped.

@@ -1,0 +1,2 @@
+"""Frozen foundation models: torchvision's Swin and timm's plain ViTs, with their
+checkpoint layouts. Nothing here trains."""
