@@ -75,8 +75,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     frozen, trainable = summary["backbone_frozen_params"], summary["backbone_trainable_params"]
     backbone = config.backbone
     window = f", window {backbone.window_size}" if backbone.family == "swin" else ""
-    print(f"{config.name}: {backbone.variant}, patch {backbone.patch_size}{window}, "
-          f"IR channels {config.prompter.ir_in_channels}")
+    print(f"{config.name}: {config.method} on {backbone.variant}, patch {backbone.patch_size}"
+          f"{window}, IR channels {config.prompter.ir_in_channels}")
     print(f"{'module':<40}{'params':>14}  trainable")
     for row in summary["modules"]:
         print(f"{row['name']:<40}{row['params']:>14,}  {'yes' if row['trainable'] else 'no'}")
@@ -84,7 +84,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{'frozen backbone params':<40}{frozen:>14,}")
     print(f"{'trainable backbone params (#TP)':<40}{trainable:>14,}  "
           f"({trainable / 1e6:.3f}M, {100 * trainable / frozen:.2f}% of the frozen backbone)")
-    print(f"{'  of which MP-alpha':<40}{summary['mp_alpha_params']:>14,}")
+    if "mp_alpha_params" in summary:
+        print(f"{'  of which MP-alpha':<40}{summary['mp_alpha_params']:>14,}")
+    if summary["reusable_frozen_params"]:
+        print(f"{'reusable frozen params (modality file)':<40}"
+              f"{summary['reusable_frozen_params']:>14,}")
     if "trainable_params" in summary:
         print(f"{'detection head':<40}{summary['detection_head_params']:>14,}")
         print(f"{'segmentation head':<40}{summary['segmentation_head_params']:>14,}")

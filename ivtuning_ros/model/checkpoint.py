@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from torch import Tensor
 
 from .config import ModelConfig, config_from_dict, load_config
 from .model import IVTuningModel, build_model
-from .weights import WeightsError, list_keys, load_file
+from .weights import WeightsError, list_keys, load_file, state_fingerprint
 
 FULL, ADAPTER = "ivtuning-full", "ivtuning-adapter"
 FORMAT_VERSION = 1
@@ -28,9 +27,11 @@ def frozen_prefix(model: IVTuningModel) -> str:
 
 
 def adapter_state(model: IVTuningModel) -> dict[str, Tensor]:
-    """Every tensor outside the frozen model (trainable parameters and their buffers)."""
-    prefix = frozen_prefix(model)
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    """Every tensor outside the frozen model and the method's reusable parts (trainable
+    parameters and their buffers)."""
+    prefixes = (frozen_prefix(model),
+                *(f"backbone.{name}." for name in model.backbone.reusable_parts()))
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
 
 
 def base_fingerprint(model: IVTuningModel) -> str:
@@ -38,13 +39,12 @@ def base_fingerprint(model: IVTuningModel) -> str:
     return state_fingerprint(model.backbone.frozen.state_dict())
 
 
-def state_fingerprint(state: dict[str, Tensor]) -> str:
-    """SHA-256 (first 16 hex digits) of tensors: names, shapes, dtypes, bytes."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()[:16]
+def frozen_fingerprints(model: IVTuningModel) -> dict[str, str]:
+    """Fingerprints of everything a task's training leaves untouched: the frozen base and
+    the method's reusable parts (DRA's modality LoRA)."""
+    return {"base": base_fingerprint(model),
+            **{name: state_fingerprint(module.state_dict())
+               for name, module in model.backbone.reusable_parts().items()}}
 
 
 def save_checkpoint(model: IVTuningModel, config: ModelConfig, path: str | Path, *,
@@ -59,6 +59,9 @@ def save_checkpoint(model: IVTuningModel, config: ModelConfig, path: str | Path,
         payload["state_dict"] = adapter_state(model)
         payload["base_fingerprint"] = base_fingerprint(model)
         payload["base_weights"] = config.backbone.weights
+        payload["reusable_fingerprints"] = {
+            name: fingerprint for name, fingerprint in frozen_fingerprints(model).items()
+            if name != "base"}
     else:
         payload["state_dict"] = model.state_dict()
     if half:
@@ -93,9 +96,21 @@ def load_checkpoint(path: str | Path, *,
             f"(file {payload['base_weights']!r}), but the loaded base is {found} "
             f"(file {config.backbone.weights!r}); pass the matching backbone weights as the base"
         )
-    frozen = {k: v for k, v in model.state_dict().items() if k.startswith(frozen_prefix(model))}
-    _load_exact(model, {**frozen, **payload["state_dict"]}, path)
+    found = frozen_fingerprints(model)
+    for name, fingerprint in payload.get("reusable_fingerprints", {}).items():
+        if found[name] != fingerprint:
+            raise WeightsError(
+                f"adapter '{path}' was trained over {name} {fingerprint}, but the loaded one is "
+                f"{found[name]} (dra.modality_lora {_modality_file(config)!r}); set it to the "
+                "modality file the task was trained with")
+    trained = adapter_state(model)
+    kept = {k: v for k, v in model.state_dict().items() if k not in trained}
+    _load_exact(model, {**kept, **payload["state_dict"]}, path)
     return model, config
+
+
+def _modality_file(config: ModelConfig) -> str | None:
+    return config.dra.modality_lora if config.dra else None
 
 
 def _read(path: Path) -> dict:

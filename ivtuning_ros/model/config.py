@@ -156,6 +156,103 @@ class PrompterConfig:
             raise ConfigError("prompter.ir_in_channels must be >= 1")
 
 
+METHODS = ("ivtuning", "cpal", "dra")
+STAGES = [0, 1, 2, 3]
+
+
+def _check_stages(value: list[int], key: str) -> None:
+    if sorted(set(value)) != list(value) or not all(s in STAGES for s in value):
+        raise ConfigError(f"{key} must be increasing stage indices in 0..3, got {value}")
+
+
+@dataclass
+class CPALConfig:
+    """CPAL (SEED_METHODS.md section 1): cross prompts (MCP) after the attention and MLP
+    residuals of both streams, gated perception (GPM) on the stage outputs, LoRA on the
+    last stage's q and k. The switches reproduce the paper's ablations (Tables VIII, IX)."""
+
+    mcp_hidden: int = 8
+    mcp_groups: int = 4
+    mcp_dropout: float = 0.1
+    mcp_stages: list[int] = field(default_factory=lambda: list(STAGES))
+    mcp_order: str = "parallel"
+    mcp_direction: str = "both"
+    mcp_share_directions: bool = True
+    gpm_stages: list[int] = field(default_factory=lambda: list(STAGES))
+    gpm_reduction: int = 4
+    gpm_residual: bool = False
+    lora_stages: list[int] = field(default_factory=lambda: [3])
+    lora_rank: int = 8
+    lora_alpha: float = 1.0
+    lora_targets: list[str] = field(default_factory=lambda: ["q", "k"])
+    lora_per_modality: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("mcp_stages", "gpm_stages", "lora_stages"):
+            _check_stages(getattr(self, key), f"cpal.{key}")
+        if self.mcp_order not in ("parallel", "sequential"):
+            raise ConfigError(f"cpal.mcp_order must be 'parallel' (eqs. 7-12) or 'sequential' "
+                              f"(the public code), got '{self.mcp_order}'")
+        if self.mcp_direction not in ("both", "rgb_to_ir", "ir_to_rgb"):
+            raise ConfigError("cpal.mcp_direction must be 'both', 'rgb_to_ir' or 'ir_to_rgb'")
+        if not self.lora_targets or not set(self.lora_targets) <= {"q", "k", "v"}:
+            raise ConfigError("cpal.lora_targets must be a non-empty subset of [q, k, v]")
+        if self.mcp_hidden % self.mcp_groups:
+            raise ConfigError("cpal.mcp_hidden must be divisible by cpal.mcp_groups")
+
+
+@dataclass
+class PSSTConfig:
+    """DRA's stage 1 (progressive self-supervised tuning of the modality LoRA)."""
+
+    mask_ratio: float = 0.6
+    mask_unit: int = 32
+    warmup_fraction: float = 0.2
+    high_fraction: float = 0.5
+    lambda_mae: float = 1.0
+    alpha_weight: float = 1.0
+    head_hidden: int = 2048
+    head_bottleneck: int = 256
+    prototypes: int = 4096
+    teacher_temp: float = 0.04
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    ema: list[float] = field(default_factory=lambda: [0.996, 1.0])
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ConfigError("dra.psst.mask_ratio must lie in (0, 1)")
+        if self.mask_unit % 32:
+            raise ConfigError("dra.psst.mask_unit must be a multiple of 32 pixels (the Swin's "
+                              "last-stage stride)")
+
+
+@dataclass
+class DRAConfig:
+    """DRA (SEED_METHODS.md section 2): a modality LoRA on every qkv of the IR stream, learnt
+    once without labels (``ivtuning train --stage modality``) and frozen after; per task,
+    prompt keys/values in every window of both streams and a task-prompted mixture of
+    modality experts (MoME) on the stage outputs. ``modality_lora``: the stage-1 file a
+    task model builds on (relative to the config file); None leaves a zero LoRA."""
+
+    lora_rank: int = 32
+    lora_alpha: float = 32.0
+    modality_lora: str | None = None
+    prompt_length: int = 10
+    mome_stages: list[int] = field(default_factory=lambda: list(STAGES))
+    mome_ratio: int = 4
+    modality_dropout: float = 0.1
+    psst: PSSTConfig = field(default_factory=PSSTConfig)
+
+    def __post_init__(self) -> None:
+        _check_stages(self.mome_stages, "dra.mome_stages")
+        if self.prompt_length < 0 or self.lora_rank < 1 or self.mome_ratio < 1:
+            raise ConfigError("dra.prompt_length must be >= 0, dra.lora_rank and "
+                              "dra.mome_ratio >= 1")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ConfigError("dra.modality_dropout must lie in [0, 1)")
+
+
 @dataclass
 class DetectionConfig:
     """The DINO detection head (DESIGN.md "The model"; REFERENCE_FACTS.md section 2).
@@ -248,15 +345,37 @@ class ModelConfig:
     """A whole model description, as written in a YAML file under ``models/``.
 
     ``detection`` and ``segmentation`` are optional: a model has one head, the
-    other, or both on one backbone pass.
+    other, or both on one backbone pass. ``method`` is the adapter on the frozen
+    backbone: ``ivtuning`` (sizes in ``prompter``), ``cpal`` or ``dra`` (sizes in their
+    own section; both are specified for the Swin). ``prompter.ir_in_channels`` is the IR
+    the backbone receives for every method.
     """
 
     name: str = "ivtuning"
+    method: str = "ivtuning"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     prompter: PrompterConfig = field(default_factory=PrompterConfig)
+    cpal: CPALConfig | None = None
+    dra: DRAConfig | None = None
     detection: DetectionConfig | None = None
     segmentation: SegmentationConfig | None = None
     input: InputConfig = field(default_factory=InputConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method '{self.method}' is unknown; use one of "
+                              f"{', '.join(METHODS)}")
+        for other in ("cpal", "dra"):
+            if getattr(self, other) is not None and self.method != other:
+                raise ConfigError(f"a '{other}' section needs method: {other} (this config's "
+                                  f"method is '{self.method}')")
+        if self.method == "cpal" and self.cpal is None:
+            self.cpal = CPALConfig()
+        if self.method == "dra" and self.dra is None:
+            self.dra = DRAConfig()
+        if self.method != "ivtuning" and self.backbone.family != "swin":
+            raise ConfigError(f"method '{self.method}' is specified for the Swin backbones; "
+                              f"'{self.backbone.variant}' runs IV-tuning only")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, as stored inside checkpoints."""
@@ -289,6 +408,9 @@ def _build_dataclass(cls: type, data: Any, where: str) -> Any:
 _NESTED: dict[tuple[type, str], type] = {
     (ModelConfig, "backbone"): BackboneConfig,
     (ModelConfig, "prompter"): PrompterConfig,
+    (ModelConfig, "cpal"): CPALConfig,
+    (ModelConfig, "dra"): DRAConfig,
+    (DRAConfig, "psst"): PSSTConfig,
     (ModelConfig, "detection"): DetectionConfig,
     (ModelConfig, "segmentation"): SegmentationConfig,
     (ModelConfig, "input"): InputConfig,
@@ -332,4 +454,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ModelConfig:
     weights = config.backbone.weights
     if weights and not Path(weights).is_absolute():
         config.backbone.weights = str(path.parent / weights)
+    modality = config.dra.modality_lora if config.dra else None
+    if modality and not Path(modality).is_absolute():
+        config.dra.modality_lora = str(path.parent / modality)
     return config

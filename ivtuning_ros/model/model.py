@@ -6,6 +6,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from .adapters.base import AdaptedBackbone
+from .adapters.cpal.backbone import CPALSwin
+from .adapters.dra.backbone import DRASwin
+from .adapters.dra.modality_file import load_modality_file
 from .adapters.ivtuning.swin import IVTuningSwin
 from .adapters.ivtuning.vit import IVTuningViT
 from .backbones.swin_weights import load_swin_checkpoint
@@ -64,21 +67,29 @@ class IVTuningModel(nn.Module):
 
 def build_backbone(config: ModelConfig | BackboneConfig, prompter: PrompterConfig | None = None,
                    *, load_weights: bool = True) -> AdaptedBackbone:
-    """Build the IV-tuning backbone a config names and load ``backbone.weights`` if given.
+    """Build the adapted backbone a config names (its method on its foundation model) and
+    load ``backbone.weights`` (and DRA's modality file) if given.
 
-    Accepts a whole `ModelConfig`, or a `BackboneConfig` with a `PrompterConfig`.
+    Accepts a whole `ModelConfig`, or a `BackboneConfig` with a `PrompterConfig` (IV-tuning).
     """
-    if isinstance(config, ModelConfig):
-        config, prompter = config.backbone, config.prompter
-    prompter = prompter or PrompterConfig()
-    if config.family == "swin":
-        backbone = IVTuningSwin(config, prompter)
-        if load_weights and config.weights:
-            load_swin_checkpoint(backbone, config.weights)
+    if not isinstance(config, ModelConfig):
+        config = ModelConfig(backbone=config, prompter=prompter or PrompterConfig())
+    weights = config.backbone.weights if load_weights else None
+    if config.method == "cpal":
+        backbone = CPALSwin(config)
+    elif config.method == "dra":
+        backbone = DRASwin(config)
+    elif config.backbone.family == "swin":
+        backbone = IVTuningSwin(config.backbone, config.prompter)
+    else:
+        backbone = IVTuningViT(config.backbone, config.prompter)
+        if weights:
+            load_vit_checkpoint(backbone.vit, weights)
         return backbone
-    backbone = IVTuningViT(config, prompter)
-    if load_weights and config.weights:
-        load_vit_checkpoint(backbone.vit, config.weights)
+    if weights:
+        load_swin_checkpoint(backbone, weights)
+    if load_weights and config.method == "dra" and config.dra.modality_lora:
+        load_modality_file(backbone, config, config.dra.modality_lora)
     return backbone
 
 

@@ -1,37 +1,51 @@
 """Parameter accounting: frozen backbone, the paper's #TP, and per-module counts."""
 from __future__ import annotations
 
+from torch import nn
+
 from .adapters.base import AdaptedBackbone, count
 from .checkpoint import adapter_state
 from .model import IVTuningModel
 
 
 def parameter_summary(backbone: AdaptedBackbone) -> dict:
-    """Parameter counts of an adapted backbone.
+    """Parameter counts of an adapted backbone, from its own definition of what it trains.
 
     Returns a dict with ``backbone_frozen_params`` (the frozen foundation model),
-    ``backbone_trainable_params`` (what the adapter trains inside the backbone: for
-    IV-tuning the IR embedding and the prompter, the paper's #TP), ``mp_alpha_params``,
-    ``neck_norm_params`` (the outputs' norms or pyramid, trained with the heads) and
-    ``modules``: rows of {name, params, trainable}.
+    ``backbone_trainable_params`` (what the method trains inside the backbone, its
+    ``adapter_parts``: for IV-tuning the IR embedding and the prompter, the paper's #TP),
+    ``reusable_frozen_params`` (parts the method learnt once and shares, frozen for tasks:
+    DRA's modality LoRA), ``mp_alpha_params`` (IV-tuning only), ``neck_norm_params`` (the
+    outputs' norms or pyramid, trained with the heads) and ``modules``: rows of {name,
+    params, trainable}.
     """
     rows = [{"name": name, "params": params, "trainable": False}
             for name, params in backbone.frozen_parts()]
+    reusable = backbone.reusable_parts()
+    rows += [{"name": f"{name} (learnt once, frozen)", "params": count(module),
+              "trainable": False} for name, module in reusable.items()]
     parts = backbone.adapter_parts()
     for name, module in parts.items():
-        if name == "mp_beta":
-            rows += [{"name": f"mp_beta.stage{stage} ({len(betas)} blocks)",
-                      "params": count(betas), "trainable": True}
-                     for stage, betas in enumerate(module)]
-        else:
-            rows.append({"name": name, "params": count(module), "trainable": True})
-    return {
+        rows += _part_rows(name, module)
+    summary = {
         "backbone_frozen_params": count(backbone.frozen),
         "backbone_trainable_params": sum(count(module) for module in parts.values()),
-        "mp_alpha_params": count(parts["mp_alpha"]),
+        "reusable_frozen_params": sum(count(module) for module in reusable.values()),
         "neck_norm_params": count(backbone.neck()),
         "modules": rows,
     }
+    if "mp_alpha" in parts:
+        summary["mp_alpha_params"] = count(parts["mp_alpha"])
+    return summary
+
+
+def _part_rows(name: str, module: nn.Module) -> list[dict]:
+    """One row per stage for per-stage lists of per-block modules, else one row."""
+    stages = list(module) if isinstance(module, nn.ModuleList) else []
+    if stages and all(isinstance(stage, nn.ModuleList) for stage in stages):
+        return [{"name": f"{name}.stage{index} ({len(stage)} blocks)", "params": count(stage),
+                 "trainable": True} for index, stage in enumerate(stages)]
+    return [{"name": name, "params": count(module), "trainable": True}]
 
 
 def model_summary(model: IVTuningModel) -> dict:

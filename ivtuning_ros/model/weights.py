@@ -1,6 +1,7 @@
 """Reading checkpoint files: errors that name the file, the keys and the fix."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,12 @@ def list_keys(what: str, keys: list[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
     return f"{what} ({len(keys)}): {shown}{more}"
+
+
+def state_fingerprint(state: dict[str, Tensor]) -> str:
+    """SHA-256 (first 16 hex digits) of tensors: names, shapes, dtypes, bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]

@@ -8,10 +8,13 @@ from pathlib import Path
 import torch
 
 from ..data.datasets import add_dataset_arguments, dataset_from_arguments
-from ..model import IVTuningModel, load_model
+from ..model import IVTuningModel, ModelConfig, build_model, load_model
+from ..model.adapters.dra.modality_file import load_modality_file
 from ..model.checkpoint import load_checkpoint
+from ..model.config import apply_overrides, config_from_dict
 from .batch import Augmentation
 from .loop import TrainOptions, train
+from .modality import ModalityOptions, pretrain_modality
 from .recipes import RECIPES
 
 # TrainOptions' own defaults, for the options a recipe may set.
@@ -25,9 +28,15 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     source.add_argument("--config", help="model config YAML (its backbone.weights is the "
                                          "frozen base)")
     source.add_argument("--init", help="start from a full checkpoint (e.g. a visible-light "
-                                       "pre-trained model): its config and weights")
+                                       "pre-trained model): its config and weights (with "
+                                       "--set, the weights the changed config shares)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config value (with --config)")
+                        metavar="KEY=VALUE", help="override a config value, e.g. --set "
+                        "method=cpal")
+    parser.add_argument("--stage", choices=("task", "modality"), default="task",
+                        help="task: train for the heads' task (default); modality: DRA's "
+                             "stage 1, learn the IR modality LoRA from unlabelled IR and "
+                             "write OUT/modality.pth (--iterations steps, default 200)")
     add_dataset_arguments(parser, default_length=200, default_split="train")
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="a training preset of the "
                         "paper: " + "; ".join(f"{k}: {r.description}"
@@ -64,13 +73,10 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 def run_train_command(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # the same initial weights on every torchrun rank
-    if args.init:
-        model, config = load_checkpoint(args.init)
-        if not args.train_backbone:
-            config.backbone.weights = _export_base(model, Path(args.out))
-    else:
-        model, config, _ = load_model(args.config, None, overrides=args.overrides)
+    model, config = _initial_model(args)
     dataset = dataset_from_arguments(args)
+    if args.stage == "modality":
+        return _train_modality(model, config, dataset, args)
     crop = args.crop or (RECIPES[args.recipe].crop if args.recipe else None)
     options = TrainOptions(**_schedule_options(args),
                            augmentation=Augmentation(crop=tuple(crop) if crop else None),
@@ -84,6 +90,42 @@ def run_train_command(args: argparse.Namespace) -> int:
               else f"{options.epochs} epochs")
     print(f"trained {config.name} for {length}: final loss {losses['loss']:.4f}; "
           f"{kind} checkpoint {Path(args.out) / 'last.pth'}")
+    return 0
+
+
+def _initial_model(args: argparse.Namespace) -> tuple[IVTuningModel, ModelConfig]:
+    """The model to train: a config's, or an --init checkpoint's (with --set overrides, a
+    new model of the changed config takes every tensor it shares with the checkpoint)."""
+    if not args.init:
+        model, config, _ = load_model(args.config, None, overrides=args.overrides)
+        return model, config
+    model, config = load_checkpoint(args.init)
+    if args.overrides:
+        config = config_from_dict(apply_overrides(config.to_dict(), args.overrides))
+        source = model.state_dict()
+        model = build_model(config, load_weights=False)
+        target = model.state_dict()
+        model.load_state_dict({k: v for k, v in source.items()
+                               if k in target and target[k].shape == v.shape}, strict=False)
+    if not args.train_backbone:
+        config.backbone.weights = _export_base(model, Path(args.out))
+        if config.method == "dra" and config.dra.modality_lora:
+            load_modality_file(model.backbone, config, config.dra.modality_lora)
+    return model, config
+
+
+def _train_modality(model: IVTuningModel, config: ModelConfig, dataset,
+                    args: argparse.Namespace) -> int:
+    if config.method != "dra":
+        raise ValueError(f"--stage modality learns DRA's modality LoRA; model "
+                         f"'{config.name}' uses method '{config.method}' (--set method=dra)")
+    options = ModalityOptions(steps=args.iterations or 200,
+                              batch_size=args.batch_size or DEFAULTS["batch_size"],
+                              lr=args.lr or 3e-4, seed=args.seed, workers=args.workers)
+    losses = pretrain_modality(model, config, dataset, args.out, options,
+                               data_name=f"{args.data} IR", progress=not args.quiet)
+    print(f"learnt the IR modality of {config.name} in {options.steps} steps: final loss "
+          f"{losses['loss']:.4f}; modality file {Path(args.out) / 'modality.pth'}")
     return 0
 
 

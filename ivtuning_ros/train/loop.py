@@ -26,7 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ..model import IVTuningModel, ModelConfig, save_checkpoint
-from ..model.checkpoint import base_fingerprint
+from ..model.checkpoint import frozen_fingerprints
 from .batch import IGNORE, Augmentation, BatchBuilder
 from .criterion import SetCriterion
 from .denoising import DenoisingConfig, make_denoising_queries
@@ -86,9 +86,9 @@ def train(model: IVTuningModel, config: ModelConfig, dataset, options: TrainOpti
         step, options.warmup_steps, total_steps, options.schedule))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     start_epoch = _resume(out, core, optimizer, scheduler, scaler) if resume else 0
-    # DDP starts by copying rank 0's weights to every rank: fingerprint the frozen Swin after.
+    # DDP starts by copying rank 0's weights to every rank: fingerprint the frozen parts after.
     trained = DistributedDataParallel(core, find_unused_parameters=True) if world > 1 else core
-    frozen_before = None if options.train_backbone else base_fingerprint(core)
+    frozen_before = None if options.train_backbone else frozen_fingerprints(core)
     criterion = _criterion(config)
     log = _Log(out, enabled=rank == 0)
     losses: dict[str, float] = {}
@@ -156,8 +156,13 @@ def _criterion(config: ModelConfig) -> SetCriterion:
 
 
 def _set_trainable(model: IVTuningModel, options: TrainOptions) -> None:
-    model.backbone.frozen.requires_grad_(options.train_backbone)
-    model.backbone.gradient_checkpointing = options.gradient_checkpointing
+    for module in model.backbone.frozen_modules():
+        module.requires_grad_(options.train_backbone)
+    if options.gradient_checkpointing and not hasattr(model.backbone, "gradient_checkpointing"):
+        raise ValueError(f"--checkpointing is implemented for IV-tuning backbones, not for "
+                         f"{type(model.backbone).__name__}")
+    if hasattr(model.backbone, "gradient_checkpointing"):
+        model.backbone.gradient_checkpointing = options.gradient_checkpointing
 
 
 def _optimizer(parameters: list[nn.Parameter], options: TrainOptions) -> torch.optim.Optimizer:
@@ -213,9 +218,13 @@ def _resume(out: Path, model: IVTuningModel, optimizer, scheduler, scaler) -> in
     return state["epoch"]
 
 
-def _verify(model: IVTuningModel, frozen_before: str | None, world: int) -> None:
-    if frozen_before is not None and base_fingerprint(model) != frozen_before:
-        raise RuntimeError("the frozen Swin changed during IV-tuning: a bug, not a setting")
+def _verify(model: IVTuningModel, frozen_before: dict[str, str] | None, world: int) -> None:
+    if frozen_before is not None:
+        changed = [name for name, fingerprint in frozen_fingerprints(model).items()
+                   if frozen_before[name] != fingerprint]
+        if changed:
+            raise RuntimeError(f"the frozen {', '.join(changed)} changed during training: a "
+                               "bug, not a setting")
     if world > 1:
         digest = hashlib.sha256()
         for name, tensor in sorted(model.named_parameters()):

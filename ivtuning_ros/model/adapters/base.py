@@ -30,6 +30,8 @@ class AdaptedBackbone(nn.Module):
     * ``adapter_parts() -> dict[str, nn.Module]``: what the method trains inside the
       backbone and the paper counts as #TP;
     * ``neck() -> nn.Module``: layers on the outputs trained with the heads (not #TP);
+    * ``reusable_parts() -> dict[str, nn.Module]``: frozen parts learnt by the method
+      itself and shared by tasks (DRA's modality LoRA); none by default;
     * ``frozen_parts() -> list[tuple[str, int]]``: the frozen model's parameters by part,
       for the summary.
     """
@@ -42,6 +44,14 @@ class AdaptedBackbone(nn.Module):
     @property
     def frozen(self) -> nn.Module:
         return getattr(self, self.frozen_name)
+
+    def reusable_parts(self) -> dict[str, nn.Module]:
+        return {}
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """What a task's training must leave untouched: the foundation model and the
+        reusable parts."""
+        return [self.frozen, *self.reusable_parts().values()]
 
     def train(self, mode: bool = True) -> AdaptedBackbone:
         """Train the adapter; the frozen model always stays in eval mode."""

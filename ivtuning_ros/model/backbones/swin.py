@@ -13,6 +13,7 @@ forward, and both live here:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
@@ -62,12 +63,17 @@ def _shift_mask(
     return torch.zeros_like(different, dtype=torch.float32).masked_fill(different, -100.0)
 
 
-def window_attention(x: Tensor, attn: ShiftedWindowAttention) -> Tensor:
+def window_attention(x: Tensor, attn: ShiftedWindowAttention,
+                     qkv_delta: Callable[[Tensor], Tensor] | None = None,
+                     prompt_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """(Shifted) window multi-head self-attention of one Swin block.
 
     Args:
         x: tokens (B, H, W, C), any H and W (padded to whole windows inside).
         attn: the block's torchvision attention module (weights and sizes).
+        qkv_delta: adds to the frozen qkv projection, tokens (..., C) -> (..., 3C): a LoRA.
+        prompt_kv: extra keys and values (B or 1, heads, P, C/heads) every window attends
+            to (prompt tokens); queries stay the image's, so the output shape is unchanged.
     Returns:
         (B, H, W, C).
     """
@@ -85,6 +91,8 @@ def window_attention(x: Tensor, attn: ShiftedWindowAttention) -> Tensor:
     windows = x.view(batch, rows, wh, cols, ww, channels).permute(0, 1, 3, 2, 4, 5)
     windows = windows.reshape(batch, rows * cols, wh * ww, channels)
     qkv = F.linear(windows, attn.qkv.weight, attn.qkv.bias)
+    if qkv_delta is not None:
+        qkv = qkv + qkv_delta(windows)
     qkv = qkv.view(batch, rows * cols, wh * ww, 3, heads, channels // heads)
     q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nW, heads, N, d)
 
@@ -92,6 +100,8 @@ def window_attention(x: Tensor, attn: ShiftedWindowAttention) -> Tensor:
     if shifted:
         seams = _shift_mask(pad_h, pad_w, (wh, ww), shift, x.device)
         mask = mask + seams[:, None]  # (nW, heads, N, N)
+    if prompt_kv is not None:
+        k, v, mask = _with_prompts(k, v, mask, *prompt_kv)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
     out = out.transpose(2, 3).reshape(batch, rows * cols, wh * ww, channels)
     out = F.linear(out, attn.proj.weight, attn.proj.bias)
@@ -101,6 +111,17 @@ def window_attention(x: Tensor, attn: ShiftedWindowAttention) -> Tensor:
     if shifted:
         out = torch.roll(out, shifts=shift, dims=(1, 2))
     return out[:, :height, :width, :]
+
+
+def _with_prompts(k: Tensor, v: Tensor, mask: Tensor, prompt_k: Tensor,
+                  prompt_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Keys and values of every window extended by the prompts'; the mask gets zero columns
+    for them (no position bias, no shift seam: a prompt is no place in the window)."""
+    batch, windows = k.shape[:2]
+    extend = (batch, windows, *prompt_k.shape[1:])
+    k = torch.cat([k, prompt_k[:, None].expand(extend)], dim=3)
+    v = torch.cat([v, prompt_v[:, None].expand(extend)], dim=3)
+    return k, v, F.pad(mask, (0, prompt_k.shape[2]))
 
 
 def swin_stages(swin: SwinTransformer) -> list[tuple[nn.Module | None, nn.Sequential]]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...model.checkpoint import state_fingerprint
+from ...model.weights import state_fingerprint
 from ..step import OUTPUT_NAMES, FrameStep
 
 LOG = logging.getLogger("ivtuning.export")

@@ -1,0 +1,1 @@
+"""CPAL: cross-prompting adapter with LoRA on a dual-stream frozen backbone."""

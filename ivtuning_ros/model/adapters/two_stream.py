@@ -1,0 +1,48 @@
+"""Running one frozen Swin on two streams (RGB and IR) as CPAL and DRA do: where both
+streams take the same frozen op, it runs once on the two as one batch."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..backbones.swin import swin_stages, window_attention
+
+
+def on_both(op: Callable[[Tensor], Tensor], rgb: Tensor,
+            ir: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """op(rgb), op(ir) as one batched call; (op(rgb), None) without IR."""
+    if ir is None:
+        return op(rgb), None
+    out = op(torch.cat([rgb, ir]))
+    return out[: rgb.shape[0]], out[rgb.shape[0]:]
+
+
+def ir_as_rgb(ir: Tensor) -> Tensor:
+    """IR (B, 1 or 3, H, W) as the frozen RGB stem's 3-channel input: grey replicated (the
+    public CPAL code does so)."""
+    return ir if ir.shape[1] == 3 else ir[:, :1].expand(-1, 3, -1, -1)
+
+
+def stage_widths(input_width: int, patch_size: int, stages: int = 4) -> list[int]:
+    """Token-grid width of each Swin stage for frames letterboxed to ``input_width``."""
+    widths = [math.ceil(input_width / patch_size)]
+    for _ in range(stages - 1):
+        widths.append(math.ceil(widths[-1] / 2))
+    return widths
+
+
+def frozen_features(swin: nn.Module, out_norms: nn.ModuleList, rgb: Tensor) -> list[Tensor]:
+    """The frozen Swin alone on RGB through the output norms: the benchmarks' baseline."""
+    x = swin.features[0](rgb)
+    features = []
+    for (merge, blocks), out_norm in zip(swin_stages(swin), out_norms, strict=True):
+        if merge is not None:
+            x = merge(x)
+        for block in blocks:
+            x = x + window_attention(block.norm1(x), block.attn)
+            x = x + block.mlp(block.norm2(x))
+        features.append(out_norm(x).permute(0, 3, 1, 2))
+    return features
