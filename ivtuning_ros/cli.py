@@ -22,6 +22,7 @@ from .benchmark import (
     synthetic_frames,
 )
 from .calibration import add_calibrate_parser
+from .compare import add_compare_parser
 from .eval_command import add_eval_parser
 from .model import (
     ConfigError,
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(commands)
     add_train_parser(commands)
+    add_compare_parser(commands)
     add_calibrate_parser(commands)
     add_replay_parser(commands)
     return parser
