@@ -24,6 +24,7 @@ from .benchmark import (
 from .calibration import add_calibrate_parser
 from .compare import add_compare_parser
 from .eval_command import add_eval_parser
+from .fusion.train import add_train_fusion_parser
 from .model import (
     ConfigError,
     IVTuningModel,
@@ -396,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(commands)
     add_train_parser(commands)
     add_compare_parser(commands)
+    add_train_fusion_parser(commands)
     add_calibrate_parser(commands)
     add_replay_parser(commands)
     return parser
