@@ -8,7 +8,8 @@ ROS_STAMP := $(VENV)/.ros
 VISION_MSGS := $(VENV)/.vision_msgs
 PYTEST_ARGS ?=
 
-.PHONY: venv vision-msgs test lint pytest demo demo-weights bench-backends gpu-check clean
+.PHONY: venv vision-msgs test lint pytest demo demo-weights fusion-weights bench-backends gpu-check \
+	clean
 
 venv: $(STAMP) $(VISION_MSGS)
 
@@ -109,6 +110,18 @@ demo-weights: $(STAMP) $(VISION_MSGS)
 			--scene-scale 0.5 --conditions $$condition --length 120 --seed 7 \
 			$$( [ $$mode = rgb_only ] && echo --rgb-only ) \
 			--out $(DEMO_TRAIN)/eval_$${condition}_$$mode; done; done
+
+# How models/m2pn_demo.pth was made: M2PN trained without labels on the demo model's
+# registered synthetic pairs (day, night, fog), one fp16 file; then the fusion table of
+# README on held-out pairs, M2PN against the average, max-absolute and Laplacian pyramid.
+FUSION_TRAIN := out/fusion_train
+fusion-weights: $(STAMP)
+	$(BIN)/ivtuning train-fusion --config models/ivt_demo.yaml --data synthetic \
+		--scene-scale 0.5 --length 400 --seed 3 --steps 300 --batch-size 8 --half \
+		--out $(FUSION_TRAIN) --quiet
+	cp $(FUSION_TRAIN)/fusion_fp16.pth models/m2pn_demo.pth
+	$(BIN)/ivtuning eval --fusion --fusion-checkpoint models/m2pn_demo.pth --data synthetic \
+		--scene-scale 0.5 --length 90 --seed 7 --out $(FUSION_TRAIN)/eval
 
 clean:
 	rm -rf $(VENV) build *.egg-info

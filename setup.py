@@ -28,7 +28,8 @@ setup(
         "onnxruntime": ["onnx", "onnxruntime"],
         "onnxruntime-gpu": ["onnx", "onnxruntime-gpu"],
         "tensorrt": ["onnx", "tensorrt"],
-        "test": ["pytest", "ruff", "onnx", "onnxruntime", "openvino"],
+        # scikit-image and sewar: reference SSIM and VIF the fusion metrics are checked against.
+        "test": ["pytest", "ruff", "onnx", "onnxruntime", "openvino", "scikit-image", "sewar"],
     },
     zip_safe=True,
     maintainer="ivtuning_ros developers",

@@ -4,7 +4,7 @@ A synthetic stereo rig (RGB 640x480 + 16-bit thermal 640x512 with a known IR->RG
 homography; day, night and fog scenes) publishes over DDS into the perception node,
 and a recorder subscribes like any client. Written under the output folder:
 ``demo.gif`` (the node's debug overlay), ``contact_sheet.png`` (RGB, raw IR,
-registered IR over RGB, detections + mask, one row per condition) and
+registered IR over RGB, the fused image, detections + mask, one row per condition) and
 ``stats.json`` (rates, latency and age percentiles, detections per frame).
 """
 from __future__ import annotations
@@ -80,6 +80,7 @@ class Recorder(Node):
     def __init__(self, context) -> None:
         super().__init__("demo_recorder", context=context)
         self.outputs: dict[str, dict[tuple[int, int], object]] = {}
+        self.fused_images: dict[tuple[int, int], Image] = {}  # by RGB stamp, not required
         self.ages_ms: list[float] = []
         self.diagnostics: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -89,7 +90,12 @@ class Recorder(Node):
             self.outputs[topic] = {}
             self.create_subscription(kind, f"/{NODE}/{topic}",
                                      lambda m, t=topic: self._store(t, m), RELIABLE)
+        self.create_subscription(Image, f"/{NODE}/fused/image", self._on_fused, RELIABLE)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _on_fused(self, msg: Image) -> None:
+        with self._lock:
+            self.fused_images[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
 
     def _store(self, topic: str, msg) -> None:
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
@@ -141,7 +147,8 @@ def run_demo(out_dir: Path, frames: int, rate: float, parameters: dict,
     node = PerceptionNode(context=context, parameter_overrides=[
         Parameter(k, value=v) for k, v in {
             # IR frames come once per camera period: silence means several periods.
-            "ir_timeout": max(1.0, 3.0 / rate), **parameters, "registration": "homography",
+            "ir_timeout": max(1.0, 3.0 / rate), "fusion_max_rate": 0.0, **parameters,
+            "registration": "homography",
             "homography": [float(v) for v in homography.flatten()],
             # The rig below publishes reliably; saying so skips qos_reliability auto's switch
             # once the publishers are discovered, which could miss the first frame.
@@ -203,6 +210,7 @@ def _write_outputs(out_dir: Path, scenes: list, cameras: SyntheticCameras, recor
         "frames_published": cameras.next,
         "frames_with_results": len(stamps),
         "frames_fused": sum(recorder.fused(s) for s in stamps),
+        "fused_images": sum(s in recorder.fused_images for s in stamps),
         "detections_per_frame": {"mean": round(float(np.mean(detections)), 2),
                                  "per_frame": detections},
         "result_age_ms": {"p50": round(float(np.percentile(ages, 50)), 1),
@@ -215,16 +223,21 @@ def _write_outputs(out_dir: Path, scenes: list, cameras: SyntheticCameras, recor
 
 
 def _sheet_row(scene, recorder: Recorder, stamp: tuple[int, int]) -> np.ndarray:
-    """RGB | raw IR (own geometry) | registered IR over RGB | detections + mask."""
+    """RGB | raw IR (own geometry) | registered IR over RGB | fused (M2PN) | detections +
+    mask."""
     registered = image_to_array(recorder.outputs["ir/registered"][stamp])
     heat = cv2.cvtColor(cv2.applyColorMap(registered, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
     blend = cv2.addWeighted(scene.rgb, 0.5, heat, 0.5, 0)
     raw_ir = cv2.normalize(scene.ir.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX)
     raw_ir = cv2.cvtColor(raw_ir.astype(np.uint8), cv2.COLOR_GRAY2RGB)
     overlay = image_to_array(recorder.outputs["debug_image"][stamp])
+    fused_msg = recorder.fused_images.get(stamp)
+    fused = (image_to_array(fused_msg) if fused_msg is not None
+             else np.full_like(scene.rgb, 128))
     cells = []
     for image, title in ((scene.rgb, f"RGB ({scene.condition})"), (raw_ir, "IR (raw, own camera)"),
-                         (blend, "IR registered over RGB"), (overlay, "detections + mask")):
+                         (blend, "IR registered over RGB"), (fused, "fused (M2PN)"),
+                         (overlay, "detections + mask")):
         cell = cv2.resize(np.ascontiguousarray(image), THUMB, interpolation=cv2.INTER_AREA)
         cv2.putText(cell, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
                     cv2.LINE_AA)

@@ -34,6 +34,7 @@ from vision_msgs.msg import (
 
 from ..model import load_model
 from ..runtime import Engine, EngineOptions, Result, count_non_finite
+from ..runtime.fusion import FusionRunner
 from ..runtime.registration import (
     homography_from_calibration,
     rotation_from_rpy,
@@ -93,6 +94,9 @@ class PerceptionNode(LifecycleNode):
         self._pairer: FramePairer | None = None
         self._worker: threading.Thread | None = None
         self._display: LatestJobThread | None = None
+        self._fusion: FusionRunner | None = None
+        self._fused_at = 0.0  # monotonic time of the last fused image
+        self._last_fused: np.ndarray | None = None
         self._running = threading.Event()
         self._subscriptions_: dict[str, object] = {}
         self._image_qos: dict[str, ReliabilityPolicy] = {}
@@ -181,6 +185,7 @@ class PerceptionNode(LifecycleNode):
                 raise SettingsError(problem)
             self._homography = self._parameter_homography()
             self._create_engine()
+            self._fusion = self._load_fusion()
         except Exception as exc:  # every way a configuration can fail ends here, readably
             return self._transition_failed("configure", exc)
         self._create_publishers()
@@ -257,18 +262,32 @@ class PerceptionNode(LifecycleNode):
                 torch.cuda.empty_cache()
 
     # Set-up -----------------------------------------------------------------------------
+    def _package_file(self, parameter: str, name: str) -> Path:
+        """A parameter's file: a path, or a file name under the package's models/ folder."""
+        path = Path(name)
+        if not path.is_file():
+            path = package_dir("models") / name
+            if not path.is_file():
+                raise SettingsError(f"{parameter} '{name}' is neither a file nor a file "
+                                    f"under {package_dir('models')}")
+        return path
+
+    def _load_fusion(self) -> FusionRunner | None:
+        settings = self.settings
+        if not settings.fusion_checkpoint:
+            if settings.overlay_background == "fused":
+                raise SettingsError("overlay_background 'fused' needs a fusion_checkpoint")
+            return None
+        path = self._package_file("fusion_checkpoint", settings.fusion_checkpoint)
+        return FusionRunner(path, settings.fusion_width, str(self.engine.device))
+
     def _load_model(self):
         settings = self.settings
         if settings.checkpoint and settings.model_overrides:
             raise SettingsError("model_overrides apply to a model_config, but a checkpoint "
                                 "carries its own config: clear model_overrides")
         name = settings.model_config or ("" if settings.checkpoint else DEFAULT_MODEL_CONFIG)
-        path = Path(name) if name else None
-        if path is not None and not path.is_file():
-            path = package_dir("models") / name
-            if not path.is_file():
-                raise SettingsError(f"model_config '{name}' is neither a file nor a config "
-                                    f"under {package_dir('models')}")
+        path = self._package_file("model_config", name) if name else None
         model, config, trained = load_model(
             path, settings.checkpoint or None, base_weights=settings.base_weights or None,
             overrides=settings.model_overrides.split())
@@ -314,6 +333,7 @@ class PerceptionNode(LifecycleNode):
             "color": self.create_publisher(Image, "~/segmentation/color", 10),
             "debug": self.create_publisher(Image, "~/debug_image", 10),
             "registered_ir": self.create_publisher(Image, "~/ir/registered", 10),
+            "fused": self.create_publisher(Image, "~/fused/image", 10),
             "label_info": self.create_publisher(LabelInfo, "~/label_info", LATCHED),
             "seg_label_info": self.create_publisher(LabelInfo, "~/segmentation/label_info",
                                                     LATCHED),
@@ -515,29 +535,58 @@ class PerceptionNode(LifecycleNode):
 
     def _display_wanted(self) -> bool:
         pubs = self._publishers_
-        return any(pubs[k].get_subscription_count() for k in ("color", "debug", "registered_ir"))
+        return any(pubs[k].get_subscription_count()
+                   for k in ("color", "debug", "registered_ir", "fused"))
 
     def _publish_display(self, job) -> None:
         """Display-only images, on the display thread, for the topics someone watches."""
         header, rgb, bgr, ir, homography, result = job
-        pubs, engine = self._publishers_, self.engine
+        pubs, engine, settings = self._publishers_, self.engine, self.settings
         if engine is None:
             return
+        rgb = rgb[..., ::-1] if bgr else rgb
+        watched = {k for k in ("color", "debug", "registered_ir", "fused")
+                   if pubs[k].get_subscription_count()}
         color = None
-        if result.class_map is not None and (pubs["color"].get_subscription_count()
-                                             or pubs["debug"].get_subscription_count()):
+        if result.class_map is not None and watched & {"color", "debug"}:
             color = result.color_map()
-            if pubs["color"].get_subscription_count():
+            if "color" in watched:
                 pubs["color"].publish(image_msg(header, color, "rgb8"))
-        if pubs["debug"].get_subscription_count():
-            settings = self.settings
-            overlay = draw_overlay(rgb[..., ::-1] if bgr else rgb, result.detections,
-                                   engine.class_names, color, settings.overlay_alpha,
-                                   settings.overlay_mask, settings.overlay_labels)
-            pubs["debug"].publish(image_msg(header, overlay, "rgb8"))
-        if ir is not None and pubs["registered_ir"].get_subscription_count():
+        registered = None
+        if ir is not None and watched & {"registered_ir", "fused", "debug"}:
             registered = engine.register_ir(ir, homography, rgb.shape)
+        if registered is not None and "registered_ir" in watched:
             pubs["registered_ir"].publish(image_msg(header, registered, "mono8"))
+        background = rgb
+        fused, fresh = self._fused_image(rgb, registered, watched)
+        if fused is not None:
+            if fresh and "fused" in watched:
+                pubs["fused"].publish(image_msg(header, fused, "rgb8"))
+            if settings.overlay_background == "fused":
+                background = fused
+        if "debug" in watched:
+            overlay = draw_overlay(background, result.detections, engine.class_names, color,
+                                   settings.overlay_alpha, settings.overlay_mask,
+                                   settings.overlay_labels)
+            pubs["debug"].publish(image_msg(header, overlay, "rgb8"))
+
+    def _fused_image(self, rgb: np.ndarray, registered: np.ndarray | None,
+                     watched: set[str]) -> tuple[np.ndarray | None, bool]:
+        """(image, fresh): M2PN's fused image when someone watches it (or the overlay draws
+        on it) and IR is at hand, computed at most fusion_max_rate times a second; between
+        computations the last one (for the overlay's background only, not re-published)."""
+        wanted = "fused" in watched or ("debug" in watched
+                                         and self.settings.overlay_background == "fused")
+        if self._fusion is None or registered is None or not wanted:
+            return None, False
+        now, rate = time.monotonic(), self.settings.fusion_max_rate
+        last = self._last_fused
+        if rate > 0 and now - self._fused_at < 1.0 / rate:
+            return (last, False) if last is not None and last.shape == rgb.shape else (None,
+                                                                                      False)
+        self._fused_at = now
+        self._last_fused = self._fusion.fuse(np.ascontiguousarray(rgb), registered)
+        return self._last_fused, True
 
     def _display_failed(self, exc: Exception) -> None:
         if self._running.is_set():

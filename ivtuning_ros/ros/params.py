@@ -85,6 +85,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("overlay_mask", bool, "debug overlay: draw the segmentation mask", runtime=True),
     ParamSpec("overlay_labels", bool, "debug overlay: draw class names and scores",
               runtime=True),
+    ParamSpec("overlay_background", str, "debug overlay background: the RGB frame, or the "
+              "fused RGB-IR image (needs a fusion_checkpoint)", choices=("rgb", "fused"),
+              runtime=True),
+    ParamSpec("fusion_checkpoint", str, "M2PN fusion weights for ~/fused/image: a path, or "
+              "a file name under the package's models/ folder; empty: no fused image"),
+    ParamSpec("fusion_width", int, "width the fusion network runs at (height follows the "
+              "frame's aspect); the result is resized to the RGB frame", low=32, high=4096),
+    ParamSpec("fusion_max_rate", float, "most fused images per second (0: every frame); "
+              "fusion shares the CPU with inference", low=0.0, high=1000.0, runtime=True),
     ParamSpec("diagnostics_period", float, "diagnostics publishing period, s", low=0.1,
               high=60.0),
     ParamSpec("autostart", bool, "configure and activate the lifecycle node on start"),
@@ -128,6 +137,10 @@ class Settings:
     overlay_alpha: float
     overlay_mask: bool
     overlay_labels: bool
+    overlay_background: str
+    fusion_checkpoint: str
+    fusion_width: int
+    fusion_max_rate: float
     diagnostics_period: float
     autostart: bool
 
