@@ -8,7 +8,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..backbones.swin import swin_stages, window_attention
+from ..backbones.swin import build_swin, swin_stages, window_attention
+from ..config import ModelConfig
+from .base import AdaptedBackbone, count
 
 
 def on_both(op: Callable[[Tensor], Tensor], rgb: Tensor,
@@ -46,3 +48,34 @@ def frozen_features(swin: nn.Module, out_norms: nn.ModuleList, rgb: Tensor) -> l
             x = x + block.mlp(block.norm2(x))
         features.append(out_norm(x).permute(0, 3, 1, 2))
     return features
+
+
+class TwoStreamSwin(AdaptedBackbone):
+    """What CPAL and DRA share: the frozen Swin (``swin``) run on RGB and on IR, one set of
+    output norms (``out_norms``, the neck) for both streams."""
+
+    frozen_name = "swin"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.patch_size = config.backbone.patch_size
+        self.ir_in_channels = config.prompter.ir_in_channels
+        self.stage_dims = config.backbone.stage_dims
+        self.swin = build_swin(config.backbone)
+        self.out_norms = nn.ModuleList(nn.LayerNorm(dim) for dim in self.stage_dims)
+
+    def neck(self) -> nn.Module:
+        return self.out_norms
+
+    def frozen_parts(self) -> list[tuple[str, int]]:
+        return [("swin (both streams)", count(self.swin))]
+
+    def forward_frozen(self, rgb: Tensor) -> list[Tensor]:
+        self.check_inputs(rgb, None)
+        return frozen_features(self.swin, self.out_norms, self.pad_to_patches(rgb))
+
+    def stems(self, rgb: Tensor, ir: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The frozen patch embedding of both streams (IR grey replicated to 3 channels)."""
+        self.check_inputs(rgb, ir)
+        ir3 = self.pad_to_patches(ir_as_rgb(ir)) if ir is not None else None
+        return on_both(self.swin.features[0], self.pad_to_patches(rgb), ir3)

@@ -10,29 +10,23 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ...backbones.swin import build_swin, swin_stages, window_attention
+from ...backbones.swin import swin_stages, window_attention
 from ...config import ModelConfig
-from ..base import AdaptedBackbone, BackboneOutput, count
+from ..base import BackboneOutput
 from ..lora import QKVLoRA
-from ..two_stream import frozen_features, ir_as_rgb, on_both, stage_widths
+from ..two_stream import TwoStreamSwin, on_both, stage_widths
 from .modules import CPALLayer, GatedPerception
 
 
-class CPALSwin(AdaptedBackbone):
+class CPALSwin(TwoStreamSwin):
     """Frozen torchvision Swin (``swin``) + ``mcp[stage][block]``, ``gpm[stage]``,
     ``lora[modality][stage][block]`` (CPAL's #TP) and ``out_norms`` (neck, shared by both
     streams)."""
 
-    frozen_name = "swin"
-
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
+        super().__init__(config)
         backbone, cpal = config.backbone, config.cpal
-        self.patch_size = backbone.patch_size
-        self.ir_in_channels = config.prompter.ir_in_channels
-        self.stage_dims = backbone.stage_dims
         self.order, self.direction = cpal.mcp_order, cpal.mcp_direction
-        self.swin = build_swin(backbone)
         dims, depths = backbone.stage_dims, backbone.depths
         self.mcp = nn.ModuleList(
             nn.ModuleList(CPALLayer(dim, cpal.mcp_hidden, cpal.mcp_groups, cpal.mcp_dropout,
@@ -50,21 +44,12 @@ class CPALSwin(AdaptedBackbone):
             if stage in cpal.lora_stages else nn.ModuleList()
             for stage, (dim, depth) in enumerate(zip(dims, depths, strict=True)))
             for modality in modalities})
-        self.out_norms = nn.ModuleList(nn.LayerNorm(dim) for dim in dims)
 
     def adapter_parts(self) -> dict[str, nn.Module]:
         return {"mcp": self.mcp, "gpm": self.gpm, "lora": self.lora}
 
-    def neck(self) -> nn.Module:
-        return self.out_norms
-
-    def frozen_parts(self) -> list[tuple[str, int]]:
-        return [("swin (both streams)", count(self.swin))]
-
     def forward(self, rgb: Tensor, ir: Tensor | None = None) -> BackboneOutput:
-        self.check_inputs(rgb, ir)
-        ir3 = self.pad_to_patches(ir_as_rgb(ir)) if ir is not None else None
-        z_rgb, z_ir = on_both(self.swin.features[0], self.pad_to_patches(rgb), ir3)
+        z_rgb, z_ir = self.stems(rgb, ir)
         features = []
         for stage, (merge, blocks) in enumerate(swin_stages(self.swin)):
             if merge is not None:
@@ -76,10 +61,6 @@ class CPALSwin(AdaptedBackbone):
                                   z_rgb, z_ir)
             features.append(self._fuse(stage, f_rgb, f_ir))
         return BackboneOutput(features, ir is not None)
-
-    def forward_frozen(self, rgb: Tensor) -> list[Tensor]:
-        self.check_inputs(rgb, None)
-        return frozen_features(self.swin, self.out_norms, self.pad_to_patches(rgb))
 
     def _block(self, block: nn.Module, stage: int, index: int, z_rgb: Tensor,
                z_ir: Tensor | None) -> tuple[Tensor, Tensor | None]:

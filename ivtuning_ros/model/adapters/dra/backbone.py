@@ -12,27 +12,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...backbones.swin import build_swin, swin_stages, window_attention
+from ...backbones.swin import swin_stages, window_attention
 from ...config import ModelConfig
-from ..base import AdaptedBackbone, BackboneOutput, count
-from ..two_stream import frozen_features, ir_as_rgb, on_both
+from ..base import BackboneOutput
+from ..two_stream import TwoStreamSwin, on_both
 from .modules import BlockPrompts, MixtureOfModalityExperts, ModalityLoRA
 
 
-class DRASwin(AdaptedBackbone):
+class DRASwin(TwoStreamSwin):
     """Frozen torchvision Swin (``swin``) + frozen ``modality_lora`` (reusable) +
     ``prompts[stage][block]`` and ``mome[stage]`` (the task's #TP) + ``out_norms`` (neck)."""
 
-    frozen_name = "swin"
-
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
+        super().__init__(config)
         backbone, dra = config.backbone, config.dra
-        self.patch_size = backbone.patch_size
-        self.ir_in_channels = config.prompter.ir_in_channels
-        self.stage_dims = backbone.stage_dims
         self.modality_dropout = dra.modality_dropout
-        self.swin = build_swin(backbone)
         dims, depths = backbone.stage_dims, backbone.depths
         self.modality_lora = ModalityLoRA(dims, depths, dra.lora_rank, dra.lora_alpha)
         self.modality_lora.requires_grad_(False)  # stage 1 trains it; tasks build on it
@@ -43,7 +37,6 @@ class DRASwin(AdaptedBackbone):
         self.mome = nn.ModuleDict({str(stage): MixtureOfModalityExperts(dims[stage],
                                                                         dra.mome_ratio)
                                    for stage in dra.mome_stages})
-        self.out_norms = nn.ModuleList(nn.LayerNorm(dim) for dim in dims)
 
     def adapter_parts(self) -> dict[str, nn.Module]:
         return {"prompts": self.prompts, "mome": self.mome}
@@ -51,16 +44,8 @@ class DRASwin(AdaptedBackbone):
     def reusable_parts(self) -> dict[str, nn.Module]:
         return {"modality_lora": self.modality_lora}
 
-    def neck(self) -> nn.Module:
-        return self.out_norms
-
-    def frozen_parts(self) -> list[tuple[str, int]]:
-        return [("swin (both streams)", count(self.swin))]
-
     def forward(self, rgb: Tensor, ir: Tensor | None = None) -> BackboneOutput:
-        self.check_inputs(rgb, ir)
-        ir3 = self.pad_to_patches(ir_as_rgb(ir)) if ir is not None else None
-        z_rgb, z_ir = on_both(self.swin.features[0], self.pad_to_patches(rgb), ir3)
+        z_rgb, z_ir = self.stems(rgb, ir)
         ir_kept = None
         if self.training and ir is not None and self.modality_dropout > 0:
             ir_kept = torch.rand(rgb.shape[0], device=rgb.device) >= self.modality_dropout
@@ -78,10 +63,6 @@ class DRASwin(AdaptedBackbone):
             r_rgb, r_ir = on_both(self.out_norms[stage], z_rgb, z_ir)
             features.append(self._fuse(stage, r_rgb, r_ir, ir_kept).permute(0, 3, 1, 2))
         return BackboneOutput(features, ir is not None)
-
-    def forward_frozen(self, rgb: Tensor) -> list[Tensor]:
-        self.check_inputs(rgb, None)
-        return frozen_features(self.swin, self.out_norms, self.pad_to_patches(rgb))
 
     def ir_stream(self, ir3: Tensor, token_mask: Tensor | None = None,
                   mask_token: Tensor | None = None, lora: ModalityLoRA | None = None) -> Tensor:
