@@ -84,6 +84,9 @@ def train_fusion(model: M2PN, config: ModelConfig, dataset, options: FusionTrain
                disable=not progress)
     with open(out / "log.csv", "a", newline="") as log_file:
         log = csv.writer(log_file)
+        if step == 0:
+            log.writerow(["step", "loss", "intensity", "structure", "contrast", "quality",
+                          "threshold", "accepted"])
         while step < options.steps:
             for batch in loader:
                 if step >= options.steps:
@@ -92,6 +95,7 @@ def train_fusion(model: M2PN, config: ModelConfig, dataset, options: FusionTrain
                 scheduler.step()
                 step += 1
                 log.writerow([step, *(f"{v:.5f}" for v in losses.values())])
+                log_file.flush()  # followable with tail -f
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", accept=f"{losses['accepted']:.2f}")
                 bar.update()
             torch.save({"step": step, "model": model.state_dict(),

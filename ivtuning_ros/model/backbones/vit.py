@@ -75,6 +75,8 @@ def embed(vit: nn.Module, rgb: Tensor) -> tuple[Tensor, TokenLayout]:
             x = x + resample_abs_pos_embed_nhwc(vit.pos_embed, (height, width))
         return vit.norm_pre(x), TokenLayout(0, height, width, False, None)
     rope = None
+    # timm's own position step (absolute resampled to the grid, prefix tokens, rotary
+    # tables); it has no public name, and forward_features would run the blocks too.
     if isinstance(vit.blocks[0], EvaBlock):
         x, rope = vit._pos_embed(x)
     else:

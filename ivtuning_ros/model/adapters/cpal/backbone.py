@@ -67,7 +67,10 @@ class CPALSwin(TwoStreamSwin):
         """One Swin block on both streams with the cross prompts of eqs. 7-12."""
         a_rgb, a_ir = self._attention(block, stage, index, z_rgb, z_ir)
         layer = self.mcp[stage][index] if len(self.mcp[stage]) else None
-        mlp = lambda x: x + block.mlp(block.norm2(x))  # noqa: E731
+
+        def mlp(x: Tensor) -> Tensor:
+            return x + block.mlp(block.norm2(x))
+
         if z_ir is None or layer is None:
             return on_both(mlp, a_rgb, a_ir)
         to_ir = self.direction in ("both", "rgb_to_ir")

@@ -56,8 +56,9 @@ class DRASwin(TwoStreamSwin):
             for index, block in enumerate(blocks):
                 prompts = self.prompts[stage][index] if len(self.prompts[stage]) else None
                 lora = self.modality_lora.blocks[stage][index]
-                a_rgb = _attention(block, z_rgb, None, prompts.rgb if prompts else None)
-                a_ir = (_attention(block, z_ir, lora, prompts.ir if prompts else None)
+                a_rgb = _attention(block, z_rgb, None,
+                                   prompts.rgb if prompts is not None else None)
+                a_ir = (_attention(block, z_ir, lora, prompts.ir if prompts is not None else None)
                         if z_ir is not None else None)
                 z_rgb, z_ir = on_both(lambda x, b=block: x + b.mlp(b.norm2(x)), a_rgb, a_ir)
             r_rgb, r_ir = on_both(self.out_norms[stage], z_rgb, z_ir)
