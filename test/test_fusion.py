@@ -161,3 +161,14 @@ def test_eval_fusion_writes_the_table_and_the_contact_sheet(tmp_path, capsys):
     assert set(report["all"]) == {"average", "max_absolute", "laplacian_pyramid", "m2pn"}
     assert set(report["all"]["m2pn"]) == set(metrics.METRICS)
     assert (tmp_path / "eval" / "fusion_contact_sheet.png").stat().st_size > 0
+
+
+def test_train_fusion_resumes_where_it_stopped(tmp_path):
+    args = ["train-fusion", "--data", "synthetic", "--scene-scale", "0.25", "--length", "4",
+            "--batch-size", "2", "--dim", "16", "--out", str(tmp_path), "--quiet"]
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "3", "--resume"]) == 0
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == [
+        "1", "2", "3"]
+    assert load_fusion(tmp_path / "fusion.pth").config.dim == 16

@@ -20,6 +20,7 @@ from ..model.fusion.checkpoint import load_fusion, save_fusion
 from ..model.fusion.color import luminance, unnormalise
 from ..model.fusion.m2pn import M2PN, M2PNConfig
 from ..train.batch import Augmentation, BatchBuilder
+from ..train.loop import load_training_state
 from .losses import contrast_loss, fusion_loss
 from .quality import ClipScorer, HandcraftedScorer, QualityScorer
 
@@ -72,7 +73,8 @@ def train_fusion(model: M2PN, config: ModelConfig, dataset, options: FusionTrain
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, [round(f * options.steps) for f in options.decay_at], gamma=0.5)
-    step = _resume(out, model, optimizer, scheduler) if resume else 0
+    step = (load_training_state(out / STATE_FILE, model, optimizer, scheduler)["step"]
+            if resume else 0)
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=True,
                         collate_fn=BatchBuilder(config, Augmentation(), use_ir=True,
                                                 seed=options.seed),
@@ -127,17 +129,6 @@ def _step(model: M2PN, optimizer, scorer: QualityScorer, batch, config: ModelCon
             "quality": quality.mean().item(),
             "threshold": threshold if math.isfinite(threshold) else 0.0,
             "accepted": accepted.float().mean().item()}
-
-
-def _resume(out: Path, model: M2PN, optimizer, scheduler) -> int:
-    path = out / STATE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"nothing to resume: '{path}' does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return state["step"]
 
 
 def add_train_fusion_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

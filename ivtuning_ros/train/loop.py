@@ -85,7 +85,8 @@ def train(model: IVTuningModel, config: ModelConfig, dataset, options: TrainOpti
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(
         step, options.warmup_steps, total_steps, options.schedule))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    start_epoch = _resume(out, core, optimizer, scheduler, scaler) if resume else 0
+    start_epoch = (load_training_state(out / STATE_FILE, core, optimizer, scheduler,
+                                       scaler)["epoch"] if resume else 0)
     # DDP starts by copying rank 0's weights to every rank: fingerprint the frozen parts after.
     trained = DistributedDataParallel(core, find_unused_parameters=True) if world > 1 else core
     frozen_before = None if options.train_backbone else frozen_fingerprints(core)
@@ -206,16 +207,19 @@ def _save(out: Path, model: IVTuningModel, config: ModelConfig, options: TrainOp
                 "options": asdict(options)}, out / STATE_FILE)
 
 
-def _resume(out: Path, model: IVTuningModel, optimizer, scheduler, scaler) -> int:
-    path = out / STATE_FILE
+def load_training_state(path: Path, model: nn.Module, optimizer, scheduler,
+                        scaler=None) -> dict:
+    """Restore a run's model, optimiser, schedule (and AMP scaler) from its state file;
+    returns the whole state (its step or epoch counter included)."""
     if not path.is_file():
         raise FileNotFoundError(f"nothing to resume: '{path}' does not exist")
     state = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    return state["epoch"]
+    if scaler is not None:
+        scaler.load_state_dict(state["scaler"])
+    return state
 
 
 def _verify(model: IVTuningModel, frozen_before: dict[str, str] | None, world: int) -> None:

@@ -23,4 +23,6 @@ def test_demo_writes_gif_contact_sheet_and_stats(tmp_path):
     gif = Image.open(tmp_path / "demo.gif")
     assert gif.n_frames == stats["frames_with_results"]
     sheet = cv2.imread(str(tmp_path / "contact_sheet.png"))
-    assert sheet.shape[1] == 4 * 320 and sheet.shape[0] % 240 == 0 and sheet.shape[0] >= 240
+    # RGB | raw IR | registered IR | fused (M2PN) | detections + mask
+    assert sheet.shape[1] == 5 * 320 and sheet.shape[0] % 240 == 0 and sheet.shape[0] >= 240
+    assert stats["fused_images"] >= 1
