@@ -1,7 +1,10 @@
-"""A thread for display-only work (colour mask, debug overlay, registered IR), so that it
-never stalls inference: the newest job wins, older ones are dropped and counted."""
+"""A thread for display-only work (colour mask, debug overlay, registered IR, the fused
+image), so that it never stalls inference: the newest job wins, older ones are dropped and
+counted, and on Linux the thread runs at a lower CPU priority (``nice``), inherited by the
+worker threads its torch calls start, so that where cores are scarce inference goes first."""
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -15,8 +18,9 @@ class LatestJobThread:
     """
 
     def __init__(self, name: str, work: Callable[[Any], None],
-                 on_error: Callable[[Exception], None]) -> None:
+                 on_error: Callable[[Exception], None], nice: int = 0) -> None:
         self._work = work
+        self._nice = nice
         self._on_error = on_error
         self._condition = threading.Condition()
         self._job: Any = None
@@ -40,6 +44,11 @@ class LatestJobThread:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        if self._nice and hasattr(os, "setpriority"):
+            try:  # this thread only (Linux: priorities are per thread)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+            except OSError:
+                pass  # not permitted here: display work then shares the CPU equally
         while True:
             with self._condition:
                 while self._job is None and self._running:
