@@ -23,8 +23,7 @@ from .data.datasets import open_dataset
 from .evaluation import evaluate
 from .model import ModelConfig, build_model, load_config, model_summary
 from .model.adapters.dra.modality_file import load_modality_file
-from .model.checkpoint import load_checkpoint
-from .model.config import apply_overrides, config_from_dict
+from .model.checkpoint import export_base, load_checkpoint_as
 from .runtime import Engine, EngineOptions
 from .train.batch import Augmentation
 from .train.loop import TrainOptions, train
@@ -83,7 +82,9 @@ def run_compare_command(args: argparse.Namespace) -> int:
 
 def _run_method(method: str, args: argparse.Namespace, out: Path) -> dict:
     torch.manual_seed(args.seed)
-    model, config = _from_visible(args.init, method, out)
+    # Every method takes the visible model's frozen Swin, output norms and heads.
+    model, config = load_checkpoint_as(args.init, [f"method={method}"])
+    export_base(model, config, out)
     train_data = open_dataset("synthetic", length=args.train_scenes, seed=args.seed,
                               rgb_size=(240, 320), ir_size=(256, 320))
     start = time.perf_counter()
@@ -113,21 +114,6 @@ def _run_method(method: str, args: argparse.Namespace, out: Path) -> dict:
         "eval": _evaluate(model.eval(), config, args.eval_scenes, not args.quiet),
     }
     return row
-
-
-def _from_visible(init: str, method: str, out: Path):
-    """A model of ``method`` taking every tensor it shares with the visible checkpoint (the
-    frozen Swin, its output norms, the heads); its frozen Swin written as the base file."""
-    visible, config = load_checkpoint(init)
-    config = config_from_dict(apply_overrides(config.to_dict(), [f"method={method}"]))
-    model = build_model(config, load_weights=False)
-    target = model.state_dict()
-    model.load_state_dict({k: v for k, v in visible.state_dict().items()
-                           if k in target and target[k].shape == v.shape}, strict=False)
-    out.mkdir(parents=True, exist_ok=True)
-    config.backbone.weights = str(out / "base_swin.pth")
-    torch.save(model.backbone.frozen.state_dict(), config.backbone.weights)
-    return model, config
 
 
 def _evaluate(model, config: ModelConfig, scenes: int, progress: bool) -> dict:

@@ -15,10 +15,10 @@ from .evaluation import UNDEFINED, plot_report, run_evaluation
 from .fusion.evaluate import contact_sheet, evaluate_fusion, markdown_tables
 from .model import load_config, load_model
 from .model.fusion.checkpoint import load_fusion
+from .ros.params import package_dir
 from .runtime import Engine, EngineOptions
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
-DEMO_FUSION = MODELS / "m2pn_demo.pth"
+DEMO_FUSION = package_dir("models") / "m2pn_demo.pth"
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -80,7 +80,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 
 def _run_fusion_eval(args: argparse.Namespace) -> int:
-    config = load_config(args.config or MODELS / "ivt_demo.yaml")
+    config = load_config(args.config or package_dir("models") / "ivt_demo.yaml")
     model = None if args.fusion_checkpoint == "none" else load_fusion(args.fusion_checkpoint)
     report, examples = evaluate_fusion(model, config, dataset_from_arguments(args), args.limit,
                                        progress=not args.json)

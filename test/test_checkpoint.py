@@ -12,7 +12,7 @@ from ivtuning_ros.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from ivtuning_ros.model.checkpoint import frozen_prefix
+from ivtuning_ros.model.checkpoint import export_base, frozen_prefix, load_checkpoint_as
 
 from .conftest import MODELS, randomize_trainable
 from .test_weights import to_mmdet
@@ -166,3 +166,21 @@ def test_bench_reports_every_component(capsys):
                                                       "total"}
     assert engine["rgb_only"]["throughput_fps"] > 0
     assert 0 < engine["pre_post_share_of_model"] < 1
+
+
+def test_a_checkpoint_seeds_a_model_of_another_method(tiny_config, tmp_path):
+    """--init with --set method=...: the new method's model takes the frozen Swin, output
+    norms and heads of the checkpoint; its own parts start as built (CPAL: zero prompts)."""
+    model = randomized_model(tiny_config)
+    save_checkpoint(model, tiny_config, tmp_path / "full.pth")
+    cpal, config = load_checkpoint_as(tmp_path / "full.pth", ["method=cpal"])
+    assert config.method == "cpal"
+    source = model.state_dict()
+    shared = [k for k in cpal.state_dict() if k in source]
+    assert any(k.startswith("backbone.swin.") for k in shared)
+    assert any(k.startswith(("detection.", "segmentation.")) for k in shared)
+    assert all(torch.equal(cpal.state_dict()[k], source[k]) for k in shared)
+    export_base(cpal, config, tmp_path / "run")
+    assert config.backbone.weights.endswith("base_swin.pth")
+    assert torch.load(config.backbone.weights, weights_only=True).keys() == \
+        cpal.backbone.swin.state_dict().keys()

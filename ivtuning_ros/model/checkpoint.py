@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import ModelConfig, config_from_dict, load_config
+from .config import ModelConfig, apply_overrides, config_from_dict, load_config
 from .model import IVTuningModel, build_model
 from .weights import WeightsError, list_keys, load_file, state_fingerprint
 
@@ -107,6 +107,33 @@ def load_checkpoint(path: str | Path, *,
     kept = {k: v for k, v in model.state_dict().items() if k not in trained}
     _load_exact(model, {**kept, **payload["state_dict"]}, path)
     return model, config
+
+
+def load_checkpoint_as(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                       ) -> tuple[IVTuningModel, ModelConfig]:
+    """A checkpoint's model, or with ``overrides`` (e.g. ``method=cpal``) a model of the
+    changed config that takes every tensor it shares with the checkpoint (same name and
+    shape: the frozen backbone, output norms, heads); the rest starts as built."""
+    model, config = load_checkpoint(path)
+    if not overrides:
+        return model, config
+    config = config_from_dict(apply_overrides(config.to_dict(), overrides))
+    source = model.state_dict()
+    model = build_model(config, load_weights=False)
+    target = model.state_dict()
+    model.load_state_dict({k: v for k, v in source.items()
+                           if k in target and target[k].shape == v.shape}, strict=False)
+    return model, config
+
+
+def export_base(model: IVTuningModel, config: ModelConfig, out: str | Path) -> None:
+    """Write the model's frozen backbone to ``out/base_<name>.pth`` and make it the config's
+    ``backbone.weights``: the base file adapter checkpoints are fingerprinted against."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = (out / f"base_{model.backbone.frozen_name}.pth").resolve()
+    torch.save(model.backbone.frozen.state_dict(), path)
+    config.backbone.weights = str(path)
 
 
 def _modality_file(config: ModelConfig) -> str | None:

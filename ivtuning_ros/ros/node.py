@@ -556,17 +556,19 @@ class PerceptionNode(LifecycleNode):
             color = result.color_map()
             if "color" in watched:
                 pubs["color"].publish(image_msg(header, color, "rgb8"))
+        fusion_wanted = self._fusion is not None and (
+            "fused" in watched or ("debug" in watched and settings.overlay_background == "fused"))
         registered = None
-        if ir is not None and watched & {"registered_ir", "fused", "debug"}:
+        if ir is not None and ("registered_ir" in watched or fusion_wanted):
             registered = engine.register_ir(ir, homography, rgb.shape)
         if registered is not None and "registered_ir" in watched:
             pubs["registered_ir"].publish(image_msg(header, registered, "mono8"))
         background = rgb
-        fused, fresh = self._fused_image(rgb, registered, watched)
-        if fused is not None:
+        if fusion_wanted and registered is not None:
+            fused, fresh = self._fused_image(rgb, registered)
             if fresh and "fused" in watched:
                 pubs["fused"].publish(image_msg(header, fused, "rgb8"))
-            if settings.overlay_background == "fused":
+            if settings.overlay_background == "fused" and fused.shape == rgb.shape:
                 background = fused
         if "debug" in watched:
             overlay = draw_overlay(background, result.detections, engine.class_names, color,
@@ -574,23 +576,15 @@ class PerceptionNode(LifecycleNode):
                                    settings.overlay_labels)
             pubs["debug"].publish(image_msg(header, overlay, "rgb8"))
 
-    def _fused_image(self, rgb: np.ndarray, registered: np.ndarray | None,
-                     watched: set[str]) -> tuple[np.ndarray | None, bool]:
-        """(image, fresh): M2PN's fused image when someone watches it (or the overlay draws
-        on it) and IR is at hand, computed at most fusion_max_rate times a second; between
-        computations the last one (for the overlay's background only, not re-published)."""
-        wanted = "fused" in watched or ("debug" in watched
-                                         and self.settings.overlay_background == "fused")
-        if self._fusion is None or registered is None or not wanted:
-            return None, False
+    def _fused_image(self, rgb: np.ndarray, registered: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(image, fresh): M2PN's fused image, computed at most fusion_max_rate times a
+        second; in between the last one (for the overlay's background, not re-published)."""
         now, rate = time.monotonic(), self.settings.fusion_max_rate
-        last = self._last_fused
-        if rate > 0 and now - self._fused_at < 1.0 / rate:
-            return (last, False) if last is not None and last.shape == rgb.shape else (None,
-                                                                                      False)
-        self._fused_at = now
-        self._last_fused = self._fusion.fuse(np.ascontiguousarray(rgb), registered)
-        return self._last_fused, True
+        if self._last_fused is None or rate == 0 or now - self._fused_at >= 1.0 / rate:
+            self._fused_at = now
+            self._last_fused = self._fusion.fuse(rgb, registered)
+            return self._last_fused, True
+        return self._last_fused, False
 
     def _display_failed(self, exc: Exception) -> None:
         if self._running.is_set():

@@ -8,10 +8,9 @@ from pathlib import Path
 import torch
 
 from ..data.datasets import add_dataset_arguments, dataset_from_arguments
-from ..model import IVTuningModel, ModelConfig, build_model, load_model
+from ..model import IVTuningModel, ModelConfig, load_model
 from ..model.adapters.dra.modality_file import load_modality_file
-from ..model.checkpoint import load_checkpoint
-from ..model.config import apply_overrides, config_from_dict
+from ..model.checkpoint import export_base, load_checkpoint_as
 from .batch import Augmentation
 from .loop import TrainOptions, train
 from .modality import ModalityOptions, pretrain_modality
@@ -99,16 +98,9 @@ def _initial_model(args: argparse.Namespace) -> tuple[IVTuningModel, ModelConfig
     if not args.init:
         model, config, _ = load_model(args.config, None, overrides=args.overrides)
         return model, config
-    model, config = load_checkpoint(args.init)
-    if args.overrides:
-        config = config_from_dict(apply_overrides(config.to_dict(), args.overrides))
-        source = model.state_dict()
-        model = build_model(config, load_weights=False)
-        target = model.state_dict()
-        model.load_state_dict({k: v for k, v in source.items()
-                               if k in target and target[k].shape == v.shape}, strict=False)
+    model, config = load_checkpoint_as(args.init, args.overrides)
     if not args.train_backbone:
-        config.backbone.weights = _export_base(model, Path(args.out))
+        export_base(model, config, args.out)
         if config.method == "dra" and config.dra.modality_lora:
             load_modality_file(model.backbone, config, config.dra.modality_lora)
     return model, config
@@ -145,12 +137,3 @@ def _schedule_options(args: argparse.Namespace) -> dict:
     if args.epochs is not None and args.iterations is None:
         options["iterations"] = None  # an explicit --epochs replaces a recipe's iterations
     return options
-
-
-def _export_base(model: IVTuningModel, out: Path) -> str:
-    """Write the frozen backbone of an --init checkpoint as the adapters' base weights file."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = (out / f"base_{model.backbone.frozen_name}.pth").resolve()
-    torch.save(model.backbone.frozen.state_dict(), path)
-    return str(path)
-

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..backbones.swin import build_swin, swin_stages, window_attention
+from ..backbones.swin import build_swin, frozen_features
 from ..config import ModelConfig
 from .base import AdaptedBackbone, count
 
@@ -34,20 +34,6 @@ def stage_widths(input_width: int, patch_size: int, stages: int = 4) -> list[int
     for _ in range(stages - 1):
         widths.append(math.ceil(widths[-1] / 2))
     return widths
-
-
-def frozen_features(swin: nn.Module, out_norms: nn.ModuleList, rgb: Tensor) -> list[Tensor]:
-    """The frozen Swin alone on RGB through the output norms: the benchmarks' baseline."""
-    x = swin.features[0](rgb)
-    features = []
-    for (merge, blocks), out_norm in zip(swin_stages(swin), out_norms, strict=True):
-        if merge is not None:
-            x = merge(x)
-        for block in blocks:
-            x = x + window_attention(block.norm1(x), block.attn)
-            x = x + block.mlp(block.norm2(x))
-        features.append(out_norm(x).permute(0, 3, 1, 2))
-    return features
 
 
 class TwoStreamSwin(AdaptedBackbone):

@@ -132,3 +132,19 @@ def swin_stages(swin: SwinTransformer) -> list[tuple[nn.Module | None, nn.Sequen
         merge = features[index - 1] if index > 1 else None
         stages.append((merge, features[index]))
     return stages
+
+
+def frozen_features(swin: SwinTransformer, out_norms: nn.ModuleList,
+                    rgb: Tensor) -> list[Tensor]:
+    """The frozen Swin alone on RGB (whole patches) through the adapter's output norms: the
+    visible-only baseline every Swin adapter's ``forward_frozen`` returns."""
+    x = swin.features[0](rgb)
+    features = []
+    for (merge, blocks), out_norm in zip(swin_stages(swin), out_norms, strict=True):
+        if merge is not None:
+            x = merge(x)
+        for block in blocks:
+            x = x + window_attention(block.norm1(x), block.attn)
+            x = x + block.mlp(block.norm2(x))
+        features.append(out_norm(x).permute(0, 3, 1, 2))
+    return features

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ...backbones.swin import build_swin, swin_stages, window_attention
+from ...backbones.swin import build_swin, frozen_features, swin_stages, window_attention
 from ...config import BackboneConfig, PrompterConfig
 from ..base import AdaptedBackbone, BackboneOutput, count
 from .cascade import add_prompt, prompted_layer
@@ -89,18 +89,17 @@ class IVTuningSwin(AdaptedBackbone):
     def forward_frozen(self, rgb: Tensor) -> list[Tensor]:
         """The frozen Swin alone, without prompts: the visible-only baseline of benchmarks."""
         self.check_inputs(rgb, None)
-        return self._stages(self.swin.features[0](self.pad_to_patches(rgb)), None)
+        return frozen_features(self.swin, self.out_norms, self.pad_to_patches(rgb))
 
-    def _stages(self, x: Tensor, prompt: Tensor | None) -> list[Tensor]:
-        """Run the four stages; MP-beta blocks only when a prompt stream is given."""
+    def _stages(self, x: Tensor, prompt: Tensor) -> list[Tensor]:
+        """Run the four stages with the prompt stream through the MP-beta blocks."""
         features = []
-        for (merge, blocks), stage_betas, out_norm in zip(
+        for (merge, blocks), betas, out_norm in zip(
             swin_stages(self.swin), self.mp_beta, self.out_norms, strict=True
         ):
-            betas = list(stage_betas) if prompt is not None else []
             if merge is not None:
                 x = merge(x)
-                prompt = merge(prompt) if betas else None
+                prompt = merge(prompt) if len(betas) else None
             for index, block in enumerate(blocks):
                 beta = betas[index] if index < len(betas) else None
                 if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
