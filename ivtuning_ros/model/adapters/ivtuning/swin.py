@@ -14,13 +14,13 @@ from torch.utils.checkpoint import checkpoint
 
 from ...backbones.swin import build_swin, frozen_features, swin_stages, window_attention
 from ...config import BackboneConfig, PrompterConfig
-from ..base import AdaptedBackbone, BackboneOutput, count
+from ..base import BackboneOutput, count
 from .cascade import add_prompt, prompted_layer
-from .ir_embed import IRPatchEmbed
-from .prompter import PrompterAlpha, PrompterBeta
+from .prompted import PromptedBackbone
+from .prompter import PrompterBeta
 
 
-class IVTuningSwin(AdaptedBackbone):
+class IVTuningSwin(PromptedBackbone):
     """Frozen torchvision Swin + trainable IR embedding and Modality-aware Prompter.
 
     Submodules: ``swin`` (frozen, torchvision layout), ``ir_patch_embed``,
@@ -32,31 +32,9 @@ class IVTuningSwin(AdaptedBackbone):
     frozen_name = "swin"
 
     def __init__(self, config: BackboneConfig, prompter: PrompterConfig) -> None:
-        super().__init__()
-        self.patch_size = config.patch_size
-        self.ir_in_channels = prompter.ir_in_channels
-        self.stage_dims = config.stage_dims
+        super().__init__(config, prompter, config.stage_dims, config.depths, ir_norm=True)
         self.swin = build_swin(config)
-        dims = config.stage_dims
-        self.ir_patch_embed = IRPatchEmbed(prompter.ir_in_channels, dims[0], config.patch_size)
-        self.mp_alpha = PrompterAlpha(dims[0], prompter.alpha_hidden, prompter.split_ratio)
-        remaining = sum(config.depths) if prompter.beta_blocks is None else prompter.beta_blocks
-        self.mp_beta = nn.ModuleList()
-        for dim, depth in zip(dims, config.depths, strict=True):
-            prompted = max(0, min(depth, remaining))
-            remaining -= prompted
-            self.mp_beta.append(nn.ModuleList(
-                PrompterBeta(dim, prompter.beta_hidden, prompter.split_ratio)
-                for _ in range(prompted)
-            ))
-        self.out_norms = nn.ModuleList(nn.LayerNorm(dim) for dim in dims)
-        # Recompute each block's activations in the backward pass instead of storing them:
-        # trades compute for the memory that training Swin-L at full size needs.
-        self.gradient_checkpointing = False
-
-    def adapter_parts(self) -> dict[str, nn.Module]:
-        return {"ir_patch_embed": self.ir_patch_embed, "mp_alpha": self.mp_alpha,
-                "mp_beta": self.mp_beta}
+        self.out_norms = nn.ModuleList(nn.LayerNorm(dim) for dim in config.stage_dims)
 
     def neck(self) -> nn.Module:
         return self.out_norms

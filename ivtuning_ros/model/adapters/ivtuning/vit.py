@@ -25,13 +25,13 @@ from ...backbones.vit import (
 )
 from ...config import BackboneConfig, PrompterConfig
 from ...heads.feature_pyramid import SimpleFeaturePyramid
-from ..base import AdaptedBackbone, BackboneOutput, count
+from ..base import BackboneOutput, count
 from .cascade import add_prompt, prompted_layer
-from .ir_embed import IRPatchEmbed
-from .prompter import PrompterAlpha, PrompterBeta
+from .prompted import PromptedBackbone
+from .prompter import PrompterBeta
 
 
-class IVTuningViT(AdaptedBackbone):
+class IVTuningViT(PromptedBackbone):
     """Frozen timm ViT + trainable IR embedding and Modality-aware Prompter.
 
     Submodules: ``vit`` (frozen, timm layout), ``ir_patch_embed``, ``mp_alpha``,
@@ -42,26 +42,11 @@ class IVTuningViT(AdaptedBackbone):
     frozen_name = "vit"
 
     def __init__(self, config: BackboneConfig, prompter: PrompterConfig) -> None:
-        super().__init__()
-        self.patch_size = config.patch_size
-        self.ir_in_channels = prompter.ir_in_channels
-        self.stage_dims = config.stage_dims
-        self.vit = build_vit(config)
         dim, depth = config.embed_dim, config.depths[0]
-        self.ir_patch_embed = IRPatchEmbed(prompter.ir_in_channels, dim, config.patch_size,
-                                           norm=False)
-        self.mp_alpha = PrompterAlpha(dim, prompter.alpha_hidden, prompter.split_ratio)
-        prompted = depth if prompter.beta_blocks is None else min(depth, prompter.beta_blocks)
-        self.mp_beta = nn.ModuleList([nn.ModuleList(
-            PrompterBeta(dim, prompter.beta_hidden, prompter.split_ratio) for _ in range(prompted)
-        )])
+        super().__init__(config, prompter, [dim], [depth], ir_norm=False)
+        self.vit = build_vit(config)
         self.feature_layers = list(config.feature_layers or [depth - 1])
         self.pyramid = SimpleFeaturePyramid(config.stage_dims, len(self.feature_layers))
-        self.gradient_checkpointing = False
-
-    def adapter_parts(self) -> dict[str, nn.Module]:
-        return {"ir_patch_embed": self.ir_patch_embed, "mp_alpha": self.mp_alpha,
-                "mp_beta": self.mp_beta}
 
     def neck(self) -> nn.Module:
         return self.pyramid
