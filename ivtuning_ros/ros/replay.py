@@ -408,11 +408,11 @@ def _replay(files: list[Path], rgb_topic: str, ir_topic: str, types: dict[str, t
         kind, _input_topic(node_name, stream, kind), REPLAY_QOS) for stream, kind in types.items()}
     answers: list[float] = []
     output = f"/{node_name}/detections"
-    replayer.create_subscription(Detection2DArray, output,
-                                 lambda _: answers.append(time.monotonic()), 10)
+    answer_subscription = replayer.create_subscription(
+        Detection2DArray, output, lambda _: answers.append(time.monotonic()), 10)
     try:
         with spinning(ros, [replayer]):
-            _wait_for_node(replayer, publishers, output, node_name)
+            _wait_for_node(publishers, answer_subscription, node_name)
             counts = _publish(files, rgb_topic, ir_topic, publishers, rate, progress)
             _drain(answers, counts["rgb"])
     finally:
@@ -425,10 +425,13 @@ def _input_topic(node_name: str, stream: str, kind: type) -> str:
     return f"/{node_name}/{stream}/image" + ("/compressed" if kind is CompressedImage else "")
 
 
-def _wait_for_node(replayer, publishers: dict, output: str, node_name: str) -> None:
+def _wait_for_node(publishers: dict, answer_subscription, node_name: str) -> None:
+    """Until our publishers and our detections subscription are matched with the node's
+    endpoints (matched, not merely listed in the graph: an answer sent before the match
+    would be lost)."""
     deadline = time.monotonic() + MATCH_TIMEOUT_S
     while not (all(p.get_subscription_count() for p in publishers.values())
-               and replayer.count_publishers(output)):
+               and answer_subscription.get_publisher_count()):
         if time.monotonic() > deadline:
             topics = ", ".join(p.topic_name for p in publishers.values())
             raise TimeoutError(f"no perception node answered within {MATCH_TIMEOUT_S:.0f} s "

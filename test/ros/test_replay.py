@@ -149,12 +149,16 @@ class Listener:
     def __init__(self, context) -> None:
         self.node = rclpy.create_node("replay_test_listener", context=context)
         self.stamps = []
-        self.node.create_subscription(Detection2DArray, f"/{NAME}/detections",
-                                      lambda m: self.stamps.append(m.header.stamp), 10)
+        subscription = self.node.create_subscription(
+            Detection2DArray, f"/{NAME}/detections",
+            lambda m: self.stamps.append(m.header.stamp), 10)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
+        deadline = time.monotonic() + 10  # matched, or the first answers could be missed
+        while not subscription.get_publisher_count() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
