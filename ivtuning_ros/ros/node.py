@@ -69,10 +69,6 @@ IR_LOG_PERIOD_S = 10.0  # IR up/silent changes are logged at most this often
 MIN_OUTPUTS_FOR_WARN = 5  # "nothing fused" needs this many outputs in the window
 
 
-# Display work (overlays, the fused image) yields the CPU to inference where cores are few.
-DISPLAY_NICE = 10
-
-
 class SettingsError(ValueError):
     """A parameter value the node cannot run with; the message names it and the fix."""
 
@@ -208,7 +204,7 @@ class PerceptionNode(LifecycleNode):
                                    int(settings.stale_after * 1e9),
                                    max_wait_ns=int(settings.ir_max_wait * 1e9))
         self._display = LatestJobThread("ivtuning-display", self._publish_display,
-                                        self._display_failed, nice=DISPLAY_NICE)
+                                        self._display_failed, background=True)
         self._subscribe()
         self._running.set()
         self._worker = threading.Thread(target=self._work, name="ivtuning-inference",
