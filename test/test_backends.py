@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ivtuning_ros.benchmark import bench_backends, synthetic_frames
-from ivtuning_ros.model import load_checkpoint, save_checkpoint
+from ivtuning_ros.model import build_model, load_checkpoint, save_checkpoint
+from ivtuning_ros.model.config import load_config
 from ivtuning_ros.runtime import Engine, EngineOptions
 from ivtuning_ros.runtime.backends import BackendUnavailable, open_runner, parity, require
 from ivtuning_ros.runtime.backends.onnx_export import (
@@ -43,6 +44,22 @@ def test_export_carries_metadata_and_both_runtimes_match_torch(tiny_model, tiny_
     assert '"ir_dtype": "uint16"' in metadata["ivtuning.layout"]
     assert len(metadata["ivtuning.weights_fingerprint"]) == 16
 
+    assert_runtimes_match_torch(step, path, tmp_path)
+
+
+@pytest.mark.parametrize("method", ["cpal", "dra"])
+def test_every_adapter_method_exports_and_both_runtimes_match_torch(method, tmp_path):
+    small = ["dra.psst.prototypes=64", "dra.psst.head_hidden=64"] if method == "dra" else []
+    config = load_config(MODELS / "ivt_tiny_test.yaml", [f"method={method}", *small])
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    step = FrameStep(model, config, FrameLayout((70, 70), (50, 60), "uint16"), 100,
+                     torch.device("cpu"))
+    assert_runtimes_match_torch(step, export_onnx(step, tmp_path / f"{method}.onnx"), tmp_path)
+
+
+def assert_runtimes_match_torch(step: FrameStep, path, tmp_path) -> None:
+    """Both exported runtimes give torch's detections and segmentation on one frame."""
     inputs = example_inputs(step)
     rgb, ir = _frame()
     inputs.update(rgb=rgb, ir=ir.astype(np.float32))

@@ -55,9 +55,12 @@ class MixtureOfModalityExperts(nn.Module):
     def forward(self, rgb: Tensor, ir: Tensor | None, ir_kept: Tensor | None = None) -> Tensor:
         """(B, H, W, C) stream features -> (B, H, W, C). Without ``ir``, or where ``ir_kept``
         (B,) is False, a sample's IR is masked out and its IR expert gated off."""
-        present = torch.full((rgb.shape[0],), ir is not None, device=rgb.device)
-        if ir_kept is not None:
-            present = present & ir_kept
+        if ir is None:
+            present = rgb.new_zeros(rgb.shape[0], dtype=torch.bool)
+        elif ir_kept is None:
+            present = rgb.new_ones(rgb.shape[0], dtype=torch.bool)
+        else:
+            present = ir_kept
         r_rgb = self.proj_rgb(self.norm_rgb(rgb))
         r_ir = self.proj_ir(self.norm_ir(ir)) if ir is not None else torch.zeros_like(r_rgb)
         r_ir = r_ir * present.view(-1, 1, 1, 1).to(r_ir.dtype)
