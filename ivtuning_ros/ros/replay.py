@@ -6,7 +6,8 @@
   inputs over DDS (or to a node it starts in-process) and counts the node's answers.
 * `process_offline` runs an `Engine` without DDS, pairing RGB and IR by nearest stamp,
   and writes a new MCAP: every input message plus ``/<node>/detections`` and
-  ``/<node>/segmentation/mask`` at each RGB message's log time.
+  ``/<node>/segmentation/mask`` at each RGB message's log time, and, given a fusion
+  checkpoint, ``/<node>/fused/image`` (M2PN) for every frame fused with IR.
 
 A bag is an .mcap file or a rosbag2 folder of them (split files, read in name order).
 `BagWriter` writes MCAP as rosbag2 does: profile ``ros2``, ``ros2msg`` schemas, CDR.
@@ -43,6 +44,7 @@ from vision_msgs.msg import Detection2DArray
 from ..calibration import homography_from_params
 from ..model import load_model
 from ..runtime import Engine, EngineOptions
+from ..runtime.fusion import FusionRunner
 from .conversions import (
     ImageError,
     ir_from_compressed,
@@ -304,12 +306,14 @@ class _NearestPairer:
 def process_offline(path: str | Path, out_path: str | Path, engine: Engine,
                     rgb_topic: str = RGB_TOPIC, ir_topic: str = IR_TOPIC, slop: float = 0.02,
                     homography: np.ndarray | None = None, node_name: str = NODE_NAME,
-                    progress: bool = True) -> Counter:
+                    progress: bool = True, fusion: FusionRunner | None = None) -> Counter:
     """Run ``engine`` on the bag's RGB + IR pairs and write ``out_path`` (see the module
-    docstring); ``slop`` in s, ``homography`` IR -> RGB pixels (None: scaling).
+    docstring); ``slop`` in s, ``homography`` IR -> RGB pixels (None: scaling); ``fusion``
+    also writes the operator's fused image of every pair.
 
     Returns counts: ``rgb``, ``ir`` (messages read), ``fused``, ``rgb_only`` (frames run),
-    ``detections``, ``masks`` (messages written), ``bad_rgb``, ``bad_ir`` (unusable images).
+    ``detections``, ``masks``, ``fused_images`` (messages written), ``bad_rgb``, ``bad_ir``
+    (unusable images).
     """
     files = bag_files(path)
     if Path(out_path).resolve() in [f.resolve() for f in files]:
@@ -317,10 +321,11 @@ def process_offline(path: str | Path, out_path: str | Path, engine: Engine,
     streams = _image_streams(_topics(files), rgb_topic, ir_topic)
     pairer = _NearestPairer(int(slop * 1e9))
     counts: Counter = Counter()
-    outputs = (f"/{node_name}/detections", f"/{node_name}/segmentation/mask")
+    outputs = (f"/{node_name}/detections", f"/{node_name}/segmentation/mask",
+               f"/{node_name}/fused/image")
     with BagWriter(out_path) as writer, tqdm(total=_message_total(files), unit="msg",
                                              desc="offline", disable=not progress) as bar:
-        infer = partial(_infer, engine, writer, homography, outputs, counts)
+        infer = partial(_infer, engine, fusion, writer, homography, outputs, counts)
         for schema, channel, message in _iter_records(files):
             writer.copy(schema, channel, message)
             stream = streams.get(channel.topic)
@@ -354,9 +359,11 @@ def _decode(stream: str, schema_name: str, record: Message, counts: Counter) -> 
                   array, bgr)
 
 
-def _infer(engine: Engine, writer: BagWriter, homography: np.ndarray | None,
-           outputs: tuple[str, str], counts: Counter, rgb: _Frame, ir: _Frame | None) -> None:
-    """Run one frame; write its detections and mask with the RGB header and log time."""
+def _infer(engine: Engine, fusion: FusionRunner | None, writer: BagWriter,
+           homography: np.ndarray | None, outputs: tuple[str, str, str], counts: Counter,
+           rgb: _Frame, ir: _Frame | None) -> None:
+    """Run one frame; write its detections, mask and fused image with the RGB header and
+    log time."""
     result = engine.infer(rgb.array, None if ir is None else ir.array, homography,
                           bgr=rgb.bgr)
     counts["fused" if ir is not None else "rgb_only"] += 1
@@ -368,6 +375,12 @@ def _infer(engine: Engine, writer: BagWriter, homography: np.ndarray | None,
         writer.write(outputs[1], image_msg(rgb.header, result.class_map, "mono8"),
                      rgb.log_time_ns)
         counts["masks"] += 1
+    if fusion is not None and ir is not None:
+        visible = rgb.array[..., ::-1] if rgb.bgr else rgb.array
+        registered = engine.register_ir(ir.array, homography, visible.shape)
+        writer.write(outputs[2], image_msg(rgb.header, fusion.fuse(visible, registered), "rgb8"),
+                     rgb.log_time_ns)
+        counts["fused_images"] += 1
 
 
 # Live replay ------------------------------------------------------------------------------
@@ -519,7 +532,8 @@ def add_replay_parser(subparsers) -> argparse.ArgumentParser:
         description="Publish a bag's RGB and IR images to the perception node at the "
                     "recorded rate (the node runs elsewhere, or --in-process), or with "
                     "--offline run the model without ROS communication and write a new MCAP "
-                    "with the inputs, detections and segmentation masks.")
+                    "with the inputs, detections, segmentation masks and (with "
+                    "--fusion-checkpoint) fused images.")
     parser.add_argument("bag", help="an .mcap file or a rosbag2 folder of them")
     parser.add_argument("--rgb-topic", default=RGB_TOPIC, help=f"default {RGB_TOPIC}")
     parser.add_argument("--ir-topic", default=IR_TOPIC, help=f"default {IR_TOPIC}")
@@ -548,6 +562,11 @@ def add_replay_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--calibration", metavar="FILE",
                         help="--offline/--in-process: parameters YAML with the IR -> RGB "
                              "homography (as `ivtuning calibrate` writes); default: scaling")
+    parser.add_argument("--fusion-checkpoint", default="",
+                        help="--offline/--in-process: M2PN checkpoint (a file or a name under "
+                             "models/, e.g. m2pn_demo.pth): also write/publish the fused image")
+    parser.add_argument("--fusion-width", type=int, default=320,
+                        help="width M2PN runs at, px (default 320; output at the RGB size)")
     parser.add_argument("--slop", type=float, default=0.02,
                         help="--offline: largest RGB-IR stamp difference of a pair, s")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -578,21 +597,25 @@ def _run_offline(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise ValueError(f"'{out}' exists; pass --force to overwrite it")
     engine = _offline_engine(args)
+    fusion = None
+    if args.fusion_checkpoint:
+        fusion = FusionRunner(_model_file(args.fusion_checkpoint), args.fusion_width,
+                              str(engine.device))
     homography = _calibration(args)
     counts = process_offline(args.bag, out, engine, args.rgb_topic, args.ir_topic, args.slop,
-                             homography, args.node_name, progress=not args.quiet)
+                             homography, args.node_name, progress=not args.quiet,
+                             fusion=fusion)
+    fused_images = f" and {counts['fused_images']} fused images" if fusion else ""
     print(f"processed {counts['fused'] + counts['rgb_only']} RGB frames of {args.bag} "
           f"({counts['fused']} fused with IR, {counts['rgb_only']} RGB-only, "
           f"{counts['bad_rgb'] + counts['bad_ir']} unusable images): wrote {out} with "
-          f"{counts['detections']} detections and {counts['masks']} masks")
+          f"{counts['detections']} detections, {counts['masks']} masks{fused_images}")
     return 0
 
 
 def _offline_engine(args: argparse.Namespace) -> Engine:
     """An engine of the model the node would load from the same options."""
-    path = Path(args.config)
-    if not path.is_file():
-        path = package_dir("models") / args.config
+    path = _model_file(args.config)
     model, config, trained = load_model(None if args.checkpoint else path,
                                         args.checkpoint or None,
                                         base_weights=args.base_weights or None)
@@ -604,6 +627,12 @@ def _offline_engine(args: argparse.Namespace) -> Engine:
     return Engine(model, config, EngineOptions(device=device))
 
 
+def _model_file(name: str) -> Path:
+    """A file, or a name under the package's models/."""
+    path = Path(name)
+    return path if path.is_file() else package_dir("models") / name
+
+
 def _calibration(args: argparse.Namespace) -> np.ndarray | None:
     return homography_from_params(args.calibration, args.node_name) if args.calibration \
         else None
@@ -611,7 +640,9 @@ def _calibration(args: argparse.Namespace) -> np.ndarray | None:
 
 def _node_parameters(args: argparse.Namespace) -> dict:
     parameters = {"model_config": args.config, "checkpoint": args.checkpoint,
-                  "base_weights": args.base_weights, "device": args.device}
+                  "base_weights": args.base_weights, "device": args.device,
+                  "fusion_checkpoint": args.fusion_checkpoint,
+                  "fusion_width": args.fusion_width}
     homography = _calibration(args)
     if homography is not None:
         parameters.update(registration="homography",

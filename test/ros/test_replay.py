@@ -237,10 +237,18 @@ def replay_command(argv):
 def test_replay_command_offline(bag, tmp_path, capsys):
     out = tmp_path / "out.mcap"
     argv = [str(bag), "--offline", "--out", str(out), "--config", "ivt_tiny_test.yaml",
-            "--device", "cpu", "--quiet"]
+            "--device", "cpu", "--quiet", "--fusion-checkpoint", "m2pn_demo.pth",
+            "--fusion-width", "64"]
     assert replay_command(argv) == 0
-    assert f"{PAIRS} fused with IR" in capsys.readouterr().out
-    assert sum(t == f"/{NAME}/detections" for t, _, _ in decoded(out)) == PAIRS
+    printed = capsys.readouterr().out
+    assert f"{PAIRS} fused with IR" in printed and f"{PAIRS} fused images" in printed
+    records = decoded(out)
+    assert sum(t == f"/{NAME}/detections" for t, _, _ in records) == PAIRS
+    fused = [m for t, _, m in records if t == f"/{NAME}/fused/image"]
+    assert [(m.header.stamp.sec, m.header.stamp.nanosec) for m in fused] == [
+        (t.sec, t.nanosec) for t in rgb_stamps()]
+    assert all((m.height, m.width, m.encoding, m.header.frame_id)
+               == (720, 1280, "rgb8", "rgb_optical_frame") for m in fused)
     with pytest.raises(ValueError, match="exists; pass --force"):
         replay_command(argv)
     with pytest.raises(ValueError, match="go with live replay"):
