@@ -560,7 +560,7 @@ class PerceptionNode(LifecycleNode):
         if registered is not None and "registered_ir" in watched:
             pubs["registered_ir"].publish(image_msg(header, registered, "mono8"))
         background = rgb
-        if fusion_wanted and registered is not None:
+        if fusion_wanted:
             fused, fresh = self._fused_image(rgb, registered)
             if fresh and "fused" in watched:
                 pubs["fused"].publish(image_msg(header, fused, "rgb8"))
@@ -572,14 +572,19 @@ class PerceptionNode(LifecycleNode):
                                    settings.overlay_labels)
             pubs["debug"].publish(image_msg(header, overlay, "rgb8"))
 
-    def _fused_image(self, rgb: np.ndarray, registered: np.ndarray) -> tuple[np.ndarray, bool]:
+    def _fused_image(self, rgb: np.ndarray,
+                     registered: np.ndarray | None) -> tuple[np.ndarray, bool]:
         """(image, fresh): M2PN's fused image, computed at most fusion_max_rate times a
-        second; in between the last one (for the overlay's background, not re-published)."""
+        second; in between the last one (for the overlay's background, not re-published).
+        Without IR (lost, or not yet paired) the visible image stands in, so the operator's
+        view stays live; ~/fusion_state says the frame ran RGB-only."""
         now, rate = time.monotonic(), self.settings.fusion_max_rate
         if self._last_fused is None or rate == 0 or now - self._fused_at >= 1.0 / rate:
             self._fused_at = now
-            self._last_fused = self._fusion.fuse(rgb, registered)
+            self._last_fused = rgb if registered is None else self._fusion.fuse(rgb, registered)
             return self._last_fused, True
+        if registered is None:
+            return rgb, False
         return self._last_fused, False
 
     def _display_failed(self, exc: Exception) -> None:
