@@ -32,9 +32,9 @@ from ..step import OUTPUT_NAMES, FrameStep
 
 LOG = logging.getLogger("ivtuning.export")
 OPSET = 17
-# Bump when the exported graph's contract changes: cached files of older versions are
-# not reused.
-EXPORT_VERSION = 1
+# Bump when the exported graph changes (its contract, or a faster form of the same
+# computation): cached files of older versions are not reused.
+EXPORT_VERSION = 2
 INPUT_NAMES = ("rgb", "ir", "grid", "score_threshold", "class_mask")
 
 
