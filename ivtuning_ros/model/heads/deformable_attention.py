@@ -43,16 +43,25 @@ def multi_scale_deformable_attention(
     # grid_sample needs one dtype for map and grid; sampling at the wider one keeps
     # the locations' sub-pixel precision (autocast would promote the same way).
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
-    levels = value.to(dtype).split([height * width for height, width in spatial_shapes], dim=1)
-    # (B * heads, Q, L, P, 2) in grid_sample's [-1, 1] convention.
-    grids = (2 * sampling_locations.to(dtype) - 1).transpose(1, 2).flatten(0, 1)
-    weights = attention_weights.to(dtype).transpose(1, 2).flatten(0, 1)  # (B * heads, Q, L, P)
+    value = value.to(dtype).transpose(1, 2)  # (B, heads, S, head_dim)
+    # Level-major and contiguous, (L, B * heads, Q, P, 2) in grid_sample's [-1, 1]
+    # convention: a strided grid slice made grid_sample 2.8x slower on the CPU.
+    grids = (2 * sampling_locations.to(dtype) - 1).permute(3, 0, 2, 1, 4, 5).flatten(1, 2)
+    grids = grids.contiguous()
+    weights = attention_weights.to(dtype).permute(3, 0, 2, 1, 4).flatten(1, 2)  # (L, B*heads, Q, P)
     out = None
+    start = 0
     for level, (height, width) in enumerate(spatial_shapes):
-        maps = levels[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, height, width)
+        # Each level as a channels-last map: grid_sample's CPU kernel reads a sample's
+        # channels at once (1.6x faster than NCHW); in an exported graph this is only a
+        # transpose, as before.
+        maps = (value[:, :, start:start + height * width]
+                .reshape(batch * heads, height, width, head_dim).permute(0, 3, 1, 2)
+                .contiguous(memory_format=torch.channels_last))
+        start += height * width
         sampled = F.grid_sample(
             maps,
-            grids[:, :, level],
+            grids[level],
             mode="bilinear",
             padding_mode="zeros",
             align_corners=False,
@@ -61,7 +70,7 @@ def multi_scale_deformable_attention(
         # samples (cat + mul + sum took twice as long on CPU), and no einsum, which eager
         # torch and the ONNX export both run as transposed copies plus a batched matmul
         # of 4-wide rows (mul + sum: 12.6 vs 20.1 ms per level at 640x512 on 2 cores).
-        weighted = (sampled * weights[:, None, :, level]).sum(-1)
+        weighted = (sampled * weights[level][:, None]).sum(-1)
         out = weighted if out is None else out + weighted
     return out.reshape(batch, heads * head_dim, num_query).transpose(1, 2)
 

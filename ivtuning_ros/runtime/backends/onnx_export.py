@@ -34,7 +34,7 @@ LOG = logging.getLogger("ivtuning.export")
 OPSET = 17
 # Bump when the exported graph changes (its contract, or a faster form of the same
 # computation): cached files of older versions are not reused.
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 INPUT_NAMES = ("rgb", "ir", "grid", "score_threshold", "class_mask")
 
 
