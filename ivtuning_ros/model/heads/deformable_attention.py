@@ -48,7 +48,8 @@ def multi_scale_deformable_attention(
     # convention: a strided grid slice made grid_sample 2.8x slower on the CPU.
     grids = (2 * sampling_locations.to(dtype) - 1).permute(3, 0, 2, 1, 4, 5).flatten(1, 2)
     grids = grids.contiguous()
-    weights = attention_weights.to(dtype).permute(3, 0, 2, 1, 4).flatten(1, 2)  # (L, B*heads, Q, P)
+    # (L, B * heads, Q, P)
+    weights = attention_weights.to(dtype).permute(3, 0, 2, 1, 4).flatten(1, 2)
     out = None
     start = 0
     for level, (height, width) in enumerate(spatial_shapes):
