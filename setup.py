@@ -28,8 +28,10 @@ setup(
         "onnxruntime": ["onnx", "onnxruntime"],
         "onnxruntime-gpu": ["onnx", "onnxruntime-gpu"],
         "tensorrt": ["onnx", "tensorrt"],
-        # scikit-image and sewar: reference SSIM and VIF the fusion metrics are checked against.
-        "test": ["pytest", "ruff", "onnx", "onnxruntime", "openvino", "scikit-image", "sewar"],
+        # scikit-image and sewar: reference SSIM and VIF the fusion metrics are checked against;
+        # open_clip_torch: the CLIP quality scorer, run on a random-weight checkpoint.
+        "test": ["pytest", "ruff", "onnx", "onnxruntime", "openvino", "scikit-image", "sewar",
+                 "open_clip_torch"],
     },
     zip_safe=True,
     maintainer="ivtuning_ros developers",

@@ -71,7 +71,12 @@ class ClipScorer:
             raise RuntimeError("the CLIP scorer needs the 'open_clip_torch' package "
                                "(pip install open_clip_torch); or use the offline scorer") \
                 from exc
-        model, _, _ = open_clip.create_model_and_transforms("ViT-B-32", pretrained=str(checkpoint))
+        if not Path(checkpoint).is_file():
+            # open_clip would read any other string as the name of weights to download.
+            raise FileNotFoundError(f"CLIP checkpoint {checkpoint} is not a file: give the "
+                                    f"path of a local open_clip ViT-B/32 checkpoint, or leave "
+                                    f"--clip out for the offline scorer")
+        model = open_clip.create_model("ViT-B-32", pretrained=str(checkpoint))
         self.model = model.eval().to(device)
         tokens = open_clip.get_tokenizer("ViT-B-32")(list(POSITIVE + NEGATIVE)).to(device)
         with torch.no_grad():
