@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, ShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 
@@ -22,13 +22,28 @@ def spinning(context, nodes: Sequence[Node], join_timeout: float = 30.0) -> Iter
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         executors.append(executor)
-    threads = [threading.Thread(target=e.spin, daemon=True) for e in executors]
+    stop = threading.Event()
+    threads = [threading.Thread(target=_spin_until, args=(e, stop), daemon=True)
+               for e in executors]
     for thread in threads:
         thread.start()
     try:
         yield
     finally:
-        for executor in executors:
-            executor.shutdown()
+        # The loops end before the executors shut down: rclpy's shutdown destroys the
+        # executor's guard condition without waiting for a spin in another thread, which
+        # then fails on it ("cannot use Destroyable because destruction was requested").
+        stop.set()
         for thread in threads:
             thread.join(timeout=join_timeout)
+        for executor in executors:
+            executor.shutdown()
+
+
+def _spin_until(executor: SingleThreadedExecutor, stop: threading.Event) -> None:
+    """Execute callbacks until ``stop`` is set or the context shuts down."""
+    while not stop.is_set() and executor.context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.1)
+        except (ExternalShutdownException, ShutdownException):
+            return

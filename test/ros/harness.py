@@ -4,11 +4,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from contextlib import ExitStack
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -16,6 +16,7 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from ivtuning_ros.ros.conversions import fill_image
 from ivtuning_ros.ros.node import PerceptionNode
+from ivtuning_ros.ros.spinning import spinning
 
 NAME = "ivtuning_perception"
 RGB_SIZE = (720, 1280)
@@ -67,14 +68,9 @@ class Harness:
         self.ir_pub = self.client.create_publisher(kind, f"/{NAME}/ir/image{suffix}", camera_qos)
         self.info_pubs = {s: self.client.create_publisher(CameraInfo, f"/{NAME}/{s}/camera_info",
                                                           10) for s in ("rgb", "ir")}
-        # One single-threaded executor each, as `ros2 run` spins the node (rclpy's
-        # multi-threaded executor busy-waits and starves the inference worker of the GIL).
-        self.executors = [SingleThreadedExecutor(context=context) for _ in range(2)]
-        self.executors[0].add_node(self.node)
-        self.executors[1].add_node(self.client)
-        self._threads = [threading.Thread(target=e.spin, daemon=True) for e in self.executors]
-        for thread in self._threads:
-            thread.start()
+        # One single-threaded executor each, as `ros2 run` spins the node.
+        self._spinning = ExitStack()
+        self._spinning.enter_context(spinning(context, [self.node, self.client], 10.0))
         self.node.trigger_configure()
         self.node.trigger_activate()
         self.wait_for(lambda: self.rgb_pub.get_subscription_count() > 0
@@ -167,10 +163,7 @@ class Harness:
         raise AssertionError(f"timed out waiting for {what}")
 
     def close(self) -> None:
-        for executor in self.executors:
-            executor.shutdown()
-        for thread in self._threads:
-            thread.join(timeout=10)
+        self._spinning.close()
         self.node._stop()
         self.node.destroy_node()
         self.client.destroy_node()

@@ -1,8 +1,8 @@
 """rosbag2 MCAP replay: reading a bag written as rosbag2 writes one, offline processing into
 a new MCAP, and live replay into a perception node (running beside it, or in-process)."""
 import argparse
-import threading
 import time
+from contextlib import ExitStack
 
 import numpy as np
 import pytest
@@ -12,7 +12,6 @@ rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Time  # noqa: E402
 from mcap.reader import make_reader  # noqa: E402
 from mcap_ros2.decoder import DecoderFactory  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -30,6 +29,7 @@ from ivtuning_ros.ros.replay import (  # noqa: E402
     read_image_pairs,
     replay_into_node,
 )
+from ivtuning_ros.ros.spinning import spinning  # noqa: E402
 from ivtuning_ros.runtime import Engine, EngineOptions  # noqa: E402
 
 from ..conftest import MODELS  # noqa: E402
@@ -152,10 +152,8 @@ class Listener:
         subscription = self.node.create_subscription(
             Detection2DArray, f"/{NAME}/detections",
             lambda m: self.stamps.append(m.header.stamp), 10)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self._spinning = ExitStack()
+        self._spinning.enter_context(spinning(context, [self.node], 10.0))
         deadline = time.monotonic() + 10  # matched, or the first answers could be missed
         while not subscription.get_publisher_count() and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -166,8 +164,7 @@ class Listener:
             time.sleep(0.02)
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join(timeout=10)
+        self._spinning.close()
         self.node.destroy_node()
 
 
@@ -178,15 +175,10 @@ def running_node(ros_context):
     values = {**TEST_PARAMETERS, **RELIABLE_INPUTS}
     node = PerceptionNode(context=ros_context, parameter_overrides=[
         Parameter(k, value=v) for k, v in values.items()])
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    node.trigger_configure()
-    node.trigger_activate()
-    yield node
-    executor.shutdown()
-    thread.join(timeout=10)
+    with spinning(ros_context, [node], 10.0):
+        node.trigger_configure()
+        node.trigger_activate()
+        yield node
     node.trigger_deactivate()
     node.destroy_node()
 

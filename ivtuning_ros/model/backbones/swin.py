@@ -8,8 +8,9 @@ forward, and both live here:
   (padded) map, as mmdet's detection backbone does; torchvision drops the shift
   there. Checkpoints converted from mmdet only reproduce with mmdet's rule.
 * attention runs through `scaled_dot_product_attention` with the relative
-  position bias and shift mask folded into one additive mask (fused kernels on
-  GPU), and the shift mask is cached per map size instead of rebuilt per call.
+  position bias and shift mask folded into one additive mask, windows folded into
+  the batch (fused kernels on CPU and GPU), and the shift mask is cached per map
+  size instead of rebuilt per call.
 """
 from __future__ import annotations
 
