@@ -1,6 +1,5 @@
 """Exported back-ends: ONNX export with metadata, OpenVINO and ONNX Runtime against eager
 torch fp32, run-time threshold and class filter, missing packages, `ivtuning export --onnx`."""
-import subprocess
 import sys
 
 import numpy as np
@@ -20,7 +19,7 @@ from ivtuning_ros.runtime.backends.onnx_export import (
 )
 from ivtuning_ros.runtime.step import FrameLayout, FrameStep
 
-from .conftest import MODELS, REPO
+from .conftest import MODELS
 
 EXPORTED = ("openvino", "onnxruntime")
 
@@ -164,12 +163,13 @@ def test_cli_exports_into_the_cache_the_engine_reads(tiny_model, tiny_config, tm
     checkpoint = tmp_path / "tiny.pth"
     save_checkpoint(tiny_model, tiny_config, checkpoint)
     cache = tmp_path / "cache"
-    command = [sys.executable, "-m", "ivtuning_ros.cli", "export", str(checkpoint), str(cache),
-               "--onnx", "--rgb-size", "70", "70", "--ir-size", "50", "60", "--quiet"]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert done.returncode == 0, done.stderr
+    # In-process, as the refusals below (the console script is `main`; a subprocess costs
+    # ~8 s here).
+    command = ["export", str(checkpoint), str(cache), "--onnx", "--rgb-size", "70", "70",
+               "--ir-size", "50", "60", "--quiet"]
+    assert cli_main(command) == 0
     written = list((cache / "onnx").glob("*.onnx"))
-    assert len(written) == 1 and str(written[0]) in done.stdout
+    assert len(written) == 1 and str(written[0]) in capsys.readouterr().out
     stamp = written[0].stat().st_mtime_ns
 
     model, config = load_checkpoint(checkpoint)
@@ -178,8 +178,7 @@ def test_cli_exports_into_the_cache_the_engine_reads(tiny_model, tiny_config, tm
     assert next(iter(engine._pipelines.values())).onnx_path == written[0]
     assert written[0].stat().st_mtime_ns == stamp  # found, not exported again
 
-    # The refusals in-process (the console script is `main`; a subprocess costs ~8 s here).
-    assert cli_main(command[3:]) == 2
+    assert cli_main(command) == 2
     again = capsys.readouterr().err
     assert again.count("\n") == 1 and "--force" in again
     assert cli_main(["bench", "--checkpoint", str(checkpoint), "--backend", "tflite"]) == 2
