@@ -8,7 +8,7 @@ ROS_STAMP := $(VENV)/.ros
 VISION_MSGS := $(VENV)/.vision_msgs
 PYTEST_ARGS ?=
 
-.PHONY: venv vision-msgs test lint pytest demo demo-weights fusion-weights bench-backends gpu-check \
+.PHONY: venv vision-msgs ros2-kit test lint pytest demo demo-weights fusion-weights bench-backends gpu-check \
 	clean
 
 venv: $(STAMP) $(VISION_MSGS)
@@ -58,10 +58,21 @@ vision-msgs: $(ROS_STAMP)
 	cmake --install $(VISION_MSGS_BUILD)
 	$(BIN)/python -c "import vision_msgs.msg"
 
+# ROS 2's launch tools (ros2 launch, launch_testing, the ros2 verbs, colcon) for the launch
+# tests (test/launch), from the kit beside the project where there is one: no distribution
+# and no PyPI package has them here. A second install takes seconds. Without the kit (and
+# without /opt/ros), the launch tests skip and say why.
+ROS2_KIT ?= ../shared/ros2
+ROS2_KIT_STAMP := $(VENV)/.ros2kit.installed
+ros2-kit: $(ROS2_KIT_STAMP)
+$(ROS2_KIT_STAMP): $(STAMP) $(VISION_MSGS)
+	if [ -f $(ROS2_KIT)/install.sh ]; then bash $(ROS2_KIT)/install.sh $(VENV); fi
+	touch $@
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-pytest: $(STAMP) $(VISION_MSGS)
+pytest: $(STAMP) $(VISION_MSGS) $(ROS2_KIT_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint pytest

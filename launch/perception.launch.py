@@ -5,13 +5,18 @@
         checkpoint:=/path/to/adapter.pth device:=cuda
 
 Parameters come from ``params_file`` (default: the package's config/perception.yaml);
-the model_config, checkpoint, device and backend arguments override it only when given. When the
-node exits (a configuration error prints one line naming the problem and exits non-zero),
-the launch shuts down with it instead of idling. Uses only launch APIs shared by Humble,
-Jazzy and Kilted.
+the model_config, checkpoint, device and backend arguments override it only when given.
+
+When the node exits, the launch shuts down with it instead of idling. A configuration error
+makes the node print one line naming the problem and exit non-zero; `ros2 launch` then
+exits 1 too, so a supervisor (systemd, a bring-up script, CI) sees the failure: launch
+has no exit-code action, but it returns 1 when an action raises, so the exit handler
+raises. A bring-up that includes this file inherits that behaviour. Uses only launch APIs
+shared by Humble, Jazzy and Kilted.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -21,7 +26,8 @@ ARGUMENTS = {
                                           "perception.yaml"]), "node parameters file"),
     "model_config": ("", "model config (overrides the parameters file when set)"),
     "checkpoint": ("", "full or adapter checkpoint (overrides the parameters file when set)"),
-    "device": ("", "cpu, cuda or cuda:N (overrides the parameters file when set)"),
+    "device": ("", "auto (cuda if available), cpu, cuda or cuda:N (overrides the parameters "
+                   "file when set)"),
     "backend": ("", "torch, openvino, onnxruntime or tensorrt (overrides the parameters file "
                     "when set)"),
     "namespace": ("", "namespace of the node and its topics"),
@@ -58,8 +64,20 @@ def _node(context):
         arguments=["--ros-args", "--log-level", value["log_level"]],
         output="screen",
         emulate_tty=True,
-        on_exit=Shutdown(reason="the perception node exited; its last line says why"),
+        on_exit=OpaqueFunction(function=_node_exited),
     )]
+
+
+class NodeFailed(RuntimeError):
+    """The node exited non-zero; raised so that `ros2 launch` exits non-zero."""
+
+
+def _node_exited(context):
+    event = context.locals.event
+    if isinstance(event, ProcessExited) and event.returncode != 0:
+        raise NodeFailed(f"the perception node exited with code {event.returncode}; "
+                         "its last line says why")
+    return [Shutdown(reason="the perception node exited")]
 
 
 def generate_launch_description():

@@ -9,10 +9,14 @@ Every error is one line on stderr.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 
+# launch_ros writes the parameters given as a dict in a launch file (this package's launch
+# arguments) to a temporary file named so.
+LAUNCH_PARAMS_PREFIX = "launch_params_"
 EXIT_JOIN_S = 0.5  # at exit, the frame in flight gets this long; its results are not needed
 
 
@@ -43,6 +47,10 @@ def main(args: list[str] | None = None) -> None:
 
 def run(args: list[str] | None = None) -> int:
     """Start, spin until shut down, clean up; returns the exit code."""
+    argv = sys.argv if args is None else args
+    problem = _params_file_problem(argv)  # before the heavy imports: a bad file fails at once
+    if problem:
+        return _fail(problem, 2)
     import rclpy
     from rclpy.exceptions import ParameterException
     from rclpy.executors import SingleThreadedExecutor
@@ -50,9 +58,6 @@ def run(args: list[str] | None = None) -> int:
 
     from .node import PerceptionNode, SettingsError
 
-    problem = _params_file_problem(sys.argv if args is None else args)
-    if problem:
-        return _fail(problem, 2)
     context = rclpy.Context()
     node = None
     try:
@@ -65,7 +70,8 @@ def run(args: list[str] | None = None) -> int:
         try:
             node = PerceptionNode(context=context)
         except (SettingsError, ParameterException) as exc:
-            return _fail(f"{_first_line(exc)}; fix it in the parameters file", 2)
+            message = _first_line(exc)
+            return _fail(f"{message}; fix it in {_where_set(message, argv)}", 2)
         if node.settings.autostart and not _start(node):
             return 1
         executor = SingleThreadedExecutor(context=context)
@@ -104,6 +110,38 @@ def _params_file_problem(args: list[str]) -> str | None:
             return (f"the parameters file {name} must map node names (or /**) to a "
                     "'ros__parameters:' mapping; see config/perception.yaml")
     return None
+
+
+def _where_set(message: str, args: list[str]) -> str:
+    """Where the parameter(s) named in ``message`` got their value: the last of the
+    ``--params-file`` files and ``-p`` overrides that sets it, as rcl applies them."""
+    from .params import SPECS
+
+    names = [name for name in SPECS if re.search(rf"\b{name}\b", message)]
+    origins = []
+    for name in names:
+        origin = "the parameters file (config/perception.yaml holds the defaults)"
+        for flag, value in zip(args, args[1:], strict=False):
+            if flag == "-p" and value.startswith(f"{name}:="):
+                origin = f"the command line (-p {name}:=...)"
+            elif flag == "--params-file" and _file_sets(value, name):
+                origin = (f"the launch argument {name}:=..." if
+                          Path(value).name.startswith(LAUNCH_PARAMS_PREFIX)
+                          else f"the parameters file {value}")
+        if origin not in origins:
+            origins.append(origin)
+    return " and ".join(origins) or "the parameters"
+
+
+def _file_sets(path: str, name: str) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and any(
+        isinstance(v, dict) and name in (v.get("ros__parameters") or {}) for v in data.values())
 
 
 def _start(node) -> bool:
