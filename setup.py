@@ -18,20 +18,26 @@ setup(
                                      if f.endswith((".yaml", ".md", ".pth"))]),
     ],
     python_requires=">=3.10",
+    # The same set as package.xml's exec_depends (rosdep keys there, or pip where rosdistro has
+    # no key); test/test_dependencies.py checks both against what the package imports.
     install_requires=[
-        "matplotlib", "mcap", "mcap-ros2-support", "numpy", "opencv-python-headless", "pillow",
-        "pycocotools", "pyyaml", "scipy", "tensorboard", "timm", "torch", "torchvision", "tqdm",
+        "matplotlib", "mcap", "numpy", "opencv-python-headless", "pillow", "pycocotools",
+        "pyyaml", "scipy", "tensorboard", "timm", "torch", "torchvision", "tqdm",
     ],
-    # Inference back-ends beside eager torch; the CPU ones are tested, so `test` has them.
+    # Optional: inference back-ends beside eager torch, and the CLIP fusion scorer. Each is
+    # imported only when asked for; a missing one is a one-line error naming its extra.
     extras_require={
         "openvino": ["onnx", "openvino"],
         "onnxruntime": ["onnx", "onnxruntime"],
         "onnxruntime-gpu": ["onnx", "onnxruntime-gpu"],
         "tensorrt": ["onnx", "tensorrt"],
-        # scikit-image and sewar: reference SSIM and VIF the fusion metrics are checked against;
-        # open_clip_torch: the CLIP quality scorer, run on a random-weight checkpoint.
-        "test": ["pytest", "ruff", "onnx", "onnxruntime", "openvino", "scikit-image", "sewar",
-                 "open_clip_torch"],
+        "clip": ["open_clip_torch"],
+        # The CPU back-ends and the CLIP scorer are tested, so `test` has them; scikit-image
+        # and sewar: reference SSIM and VIF the fusion metrics are checked against;
+        # mcap-ros2-support: reads back the bags `ivtuning replay` writes; colcon: the
+        # packaging test builds the package as a ROS workspace does; ruff: `make lint`.
+        "test": ["pytest", "ruff", "colcon-common-extensions", "onnx", "onnxruntime", "openvino",
+                 "open_clip_torch", "scikit-image", "sewar", "mcap-ros2-support"],
     },
     zip_safe=True,
     maintainer="ivtuning_ros developers",

@@ -173,7 +173,9 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) ->
 
 def start_node(context: Context, args: argparse.Namespace) -> PerceptionNode:
     """The node with the default parameters but the model and the device; active."""
-    model = ([Parameter("model_config", value=args.model_config)] if args.model_config
+    # An untrained config is asked for knowingly: pairing does not depend on the weights.
+    model = ([Parameter("model_config", value=args.model_config),
+              Parameter("allow_untrained", value=True)] if args.model_config
              else [Parameter("checkpoint", value=args.checkpoint)])
     node = PerceptionNode(context=context,
                           parameter_overrides=[*model, Parameter("device", value="cpu")])

@@ -148,6 +148,7 @@ def run_demo(out_dir: Path, frames: int, rate: float, parameters: dict,
         Parameter(k, value=v) for k, v in {
             # IR frames come once per camera period: silence means several periods.
             "ir_timeout": max(1.0, 3.0 / rate), "fusion_max_rate": 0.0, **parameters,
+            "allow_untrained": untrained,  # the demo says so itself, in its note and stats
             "registration": "homography",
             "homography": [float(v) for v in homography.flatten()],
             # The rig below publishes reliably; saying so skips qos_reliability auto's switch

@@ -85,7 +85,7 @@ def test_adapter_over_the_wrong_base_fails_clearly(tiny_config, tmp_path):
 
 def test_a_foreign_file_is_not_taken_for_a_checkpoint(tmp_path):
     torch.save({"weight": torch.zeros(1)}, tmp_path / "x.pth")
-    with pytest.raises(WeightsError, match="not an ivtuning checkpoint"):
+    with pytest.raises(WeightsError, match="not an ivtuning_ros checkpoint"):
         load_checkpoint(tmp_path / "x.pth")
 
 

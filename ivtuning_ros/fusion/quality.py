@@ -68,9 +68,10 @@ class ClipScorer:
         try:
             import open_clip
         except ImportError as exc:
-            raise RuntimeError("the CLIP scorer needs the 'open_clip_torch' package "
-                               "(pip install open_clip_torch); or use the offline scorer") \
-                from exc
+            raise RuntimeError("the CLIP scorer needs the Python package 'open_clip_torch', "
+                               "which is not installed: pip install 'open_clip_torch' (or "
+                               "the project's extra: pip install 'ivtuning_ros[clip]'); or "
+                               "use the offline scorer") from exc
         if not Path(checkpoint).is_file():
             # open_clip would read any other string as the name of weights to download.
             raise FileNotFoundError(f"CLIP checkpoint {checkpoint} is not a file: give the "

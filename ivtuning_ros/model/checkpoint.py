@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -141,14 +143,34 @@ def _modality_file(config: ModelConfig) -> str | None:
 
 
 def _read(path: Path) -> dict:
-    payload = load_file(path)
+    try:
+        payload = load_file(path)
+    except WeightsError as exc:
+        if exc.__cause__ is None:  # no such file: load_file's message says so
+            raise
+        raise _not_a_checkpoint(path, _unreadable(path, exc.__cause__)) from None
     if not isinstance(payload, dict) or payload.get("format") not in (FULL, ADAPTER):
-        raise WeightsError(f"'{path}' is not an ivtuning checkpoint (for Swin or mmdet "
-                           "weights use `ivtuning convert`)")
+        raise _not_a_checkpoint(path, "a torch file without ivtuning's format tag, e.g. "
+                                "Swin or mmdet weights")
     if payload.get("version") != FORMAT_VERSION:
         raise WeightsError(f"checkpoint '{path}' has format version {payload.get('version')}; "
                            f"this ivtuning_ros reads version {FORMAT_VERSION}")
     return payload
+
+
+def _not_a_checkpoint(path: Path, reason: str) -> WeightsError:
+    return WeightsError(f"{path} is not an ivtuning_ros checkpoint ({reason}): pass a .pth "
+                        "written by `ivtuning train`/`ivtuning export` or `ivtuning convert`")
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    """Why torch.load refused ``path``, in a few words: torch's own message spans lines and,
+    for any foreign file, talks of ``weights_only``."""
+    if not zipfile.is_zipfile(path):
+        return "not a zip archive as torch.save writes, or a truncated one"
+    detail = str(exc).split("WeightsUnpickler error:")[-1]
+    detail = re.sub(r"^\s*\[enforce fail at [^]]*\][ .]*", "", detail)  # C++ source location
+    return f"torch.load: {(detail.strip() or type(exc).__name__).splitlines()[0].split('. ')[0]}"
 
 
 def _load_exact(model: IVTuningModel, state: dict[str, Tensor], path: str | Path) -> None:

@@ -9,8 +9,12 @@ from collections import Counter, deque
 
 import numpy as np
 
-WINDOW = 200  # samples kept for percentiles, rates and the fused fraction
+WINDOW = 200  # samples kept for percentiles and the fused fraction
 HORIZON_NS = 10_000_000_000  # and none older than this
+RATE_WINDOW = 2000  # arrivals kept for rates: 400 Hz over RATE_HORIZON_NS
+RATE_HORIZON_NS = 5_000_000_000
+MIN_RATE_SPAN_NS = 1_000_000_000  # a new stream's first burst counts over at least this
+REFUSAL_RECENT_NS = 2_000_000_000  # a stream refused this recently is still arriving
 
 
 class PipelineStats:
@@ -18,8 +22,11 @@ class PipelineStats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._arrivals: dict[str, deque[int]] = {k: deque(maxlen=WINDOW)
+        self._arrivals: dict[str, deque[int]] = {k: deque(maxlen=RATE_WINDOW)
                                                  for k in ("rgb", "ir", "output")}
+        self._first_arrival: dict[str, int] = {}
+        self._accepted_at: dict[str, int] = {}
+        self._refused: dict[str, tuple[int, str, str]] = {}  # stream: (time, kind, reason)
         self._samples: dict[str, deque[tuple[int, float]]] = {
             k: deque(maxlen=WINDOW) for k in ("latency", "age", "overhead")}
         self._outputs: deque[tuple[int, str | None]] = deque(maxlen=WINDOW)
@@ -30,8 +37,33 @@ class PipelineStats:
     def arrived(self, stream: str, now_ns: int) -> None:
         """A camera frame ("rgb" or "ir") reached its callback."""
         with self._lock:
-            self._arrivals[stream].append(now_ns)
+            self._arrive(stream, now_ns)
             self.received[stream] += 1
+
+    def _arrive(self, stream: str, now_ns: int) -> None:
+        self._arrivals[stream].append(now_ns)
+        self._first_arrival.setdefault(stream, now_ns)
+
+    def accepted(self, stream: str, now_ns: int) -> None:
+        """A camera frame passed the checks and went to the pairer."""
+        with self._lock:
+            self._accepted_at[stream] = now_ns
+
+    def refused(self, stream: str, kind: str, reason: str, now_ns: int) -> None:
+        """A camera frame was refused for ``kind``; ``reason`` names the cause and the fix."""
+        with self._lock:
+            self._refused[stream] = (now_ns, kind, reason)
+
+    def refusal(self, stream: str, now_ns: int, quiet_ns: int) -> tuple[str, str] | None:
+        """(kind, reason) of the last refused frame when ``stream`` frames were refused in the
+        last ``REFUSAL_RECENT_NS`` and none was accepted in the last ``quiet_ns``."""
+        with self._lock:
+            refused, accepted_at = self._refused.get(stream), self._accepted_at.get(stream)
+        if refused is None or now_ns - refused[0] > REFUSAL_RECENT_NS:
+            return None
+        if accepted_at is not None and now_ns - accepted_at <= quiet_ns:
+            return None
+        return refused[1], refused[2]
 
     def sample(self, name: str, value_ms: float, now_ns: int) -> None:
         with self._lock:
@@ -44,18 +76,24 @@ class PipelineStats:
     def output(self, now_ns: int, rgb_only_reason: str | None) -> None:
         """One published result: fused (reason None) or RGB-only for ``rgb_only_reason``."""
         with self._lock:
-            self._arrivals["output"].append(now_ns)
+            self._arrive("output", now_ns)
             self._outputs.append((now_ns, rgb_only_reason))
             self.outputs["fused" if rgb_only_reason is None
                          else f"rgb_only_{rgb_only_reason}"] += 1
 
-    def rate(self, stream: str, now_ns: int, horizon_ns: int = 5_000_000_000) -> float:
-        """Messages per second over the last ``horizon_ns``."""
+    def rate(self, stream: str, now_ns: int, horizon_ns: int = RATE_HORIZON_NS) -> float:
+        """Messages per second: those of the last ``horizon_ns`` over the horizon (over the
+        time since the stream was first seen while that is shorter, at least
+        ``MIN_RATE_SPAN_NS``). Arrival spacing is not used: messages queued while the
+        callbacks stalled arrive in a burst, microseconds apart."""
         with self._lock:
-            recent = [t for t in self._arrivals[stream] if now_ns - t <= horizon_ns]
-        if len(recent) < 2:
-            return 0.0
-        return (len(recent) - 1) / max((recent[-1] - recent[0]) / 1e9, 1e-9)
+            arrivals = self._arrivals[stream]
+            count = sum(1 for t in arrivals if now_ns - t <= horizon_ns)
+            start = self._first_arrival.get(stream, now_ns)
+            if len(arrivals) == arrivals.maxlen:
+                start = max(start, arrivals[0])  # older arrivals are forgotten
+        span = max(min(horizon_ns, now_ns - start), MIN_RATE_SPAN_NS)
+        return count / (span / 1e9)
 
     def percentiles(self, name: str, now_ns: int | None = None) -> tuple[float, float]:
         """(p50, p99) in ms over the recent window (ending now, on the monotonic clock, or at

@@ -23,7 +23,9 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import (
@@ -47,8 +49,9 @@ from .conversions import (
     rgb_from_compressed,
     rgb_from_image,
 )
-from .diagnostics import HORIZON_NS, PipelineStats
+from .diagnostics import HORIZON_NS, REFUSAL_RECENT_NS, PipelineStats
 from .display import LatestJobThread
+from .logging_bridge import forward_library_logging, stop_forwarding
 from .messages import detections_to_msg, fusion_state_msg, image_msg
 from .overlay import draw_overlay
 from .pairing import Frame, FramePairer, Pair
@@ -56,8 +59,10 @@ from .params import (
     DEFAULT_MODEL_CONFIG,
     PARAMETERS,
     SPECS,
+    ParamSpec,
     Settings,
     check_value,
+    coerced,
     default_values,
     package_dir,
     settings_from,
@@ -65,6 +70,7 @@ from .params import (
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+QOS_FOLLOW_PERIOD_S = 0.25  # graph queries cost microseconds
 IR_LOG_PERIOD_S = 10.0  # IR up/silent changes are logged at most this often
 MIN_OUTPUTS_FOR_WARN = 5  # "nothing fused" needs this many outputs in the window
 
@@ -85,12 +91,16 @@ class PerceptionNode(LifecycleNode):
 
     def __init__(self, node_name: str = "ivtuning_perception", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
+        # First: the context's shutdown destroys even a node whose construction failed, and
+        # destroy_node removes this.
+        self._log_forwarding = forward_library_logging(self.get_logger())
         self._declare_parameters()
         self.settings: Settings = self._read_settings()
         self.stats = PipelineStats()
         self.engine: Engine | None = None
         self._model = None
         self._config = None
+        self._trained = False  # the model came from a checkpoint
         self._pairer: FramePairer | None = None
         self._worker: threading.Thread | None = None
         self._display: LatestJobThread | None = None
@@ -110,8 +120,14 @@ class PerceptionNode(LifecycleNode):
         self._ir_changes_unlogged = 0
         self._reported_errors: dict[str, int] = {}
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics)
-        self.create_timer(1.0, self._follow_camera_qos)
+        # Steady time: a sim clock that stands still (no /clock yet, a paused bag) must
+        # neither silence the report that says so nor stop following the cameras' QoS.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics,
+                          clock=steady)
+        # Camera publishers are often discovered just after activation; until this timer
+        # re-subscribes with their QoS, large frames may be lost and the first result waits.
+        self.create_timer(QOS_FOLLOW_PERIOD_S, self._follow_camera_qos, clock=steady)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     @property
@@ -121,22 +137,33 @@ class PerceptionNode(LifecycleNode):
 
     # Parameters -----------------------------------------------------------------------
     def _declare_parameters(self) -> None:
-        defaults = default_values()
+        """Declare every parameter with the static type of its default, the overrides (a
+        parameters file, ``parameter_overrides``) coerced to it first: rclpy calls no
+        pre-set callback on declaration, and a dynamically typed parameter would take the
+        type of any value set, a refused one included. Later sets are coerced by
+        `_coerce_parameters`."""
+        given = {**default_values(), **self._overrides()}
+        values = {spec.name: coerced(spec.name, given[spec.name]) for spec in PARAMETERS}
+        try:
+            settings_from(values)  # names every bad value, before rclpy refuses the first
+        except ValueError as exc:
+            raise SettingsError(f"bad parameter: {exc}") from None
         for spec in PARAMETERS:
-            # Numbers and lists are checked by `check_value`, so that `ir_timeout: 1` (an
-            # integer in YAML) is read as 1.0 instead of failing on its type.
-            descriptor = ParameterDescriptor(description=spec.description,
-                                             read_only=not spec.runtime,
-                                             dynamic_typing=spec.kind in (float, list))
-            if spec.kind is float and spec.low is not None:
-                descriptor.floating_point_range = [FloatingPointRange(
-                    from_value=float(spec.low), to_value=float(spec.high))]
-            if spec.kind is int and spec.low is not None:
-                descriptor.integer_range = [IntegerRange(from_value=int(spec.low),
-                                                         to_value=int(spec.high), step=1)]
-            if spec.choices:
-                descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
-            self.declare_parameter(spec.name, defaults[spec.name], descriptor)
+            self.declare_parameter(spec.name, values[spec.name], _descriptor(spec),
+                                   ignore_override=True)
+        self.add_pre_set_parameters_callback(self._coerce_parameters)
+
+    def _overrides(self) -> dict:
+        # rclpy keeps the parameters file's and parameter_overrides' values here and has no
+        # public accessor for them.
+        return {name: parameter.value for name, parameter in self._parameter_overrides.items()}
+
+    @staticmethod
+    def _coerce_parameters(parameters: list[Parameter]) -> list[Parameter]:
+        """Before rclpy's type check: a number given for a float parameter (``ros2 param set
+        /node overlay_alpha 1`` sends an integer) becomes a float, as in `_declare_parameters`."""
+        return [Parameter(p.name, value=coerced(p.name, p.value)) if p.name in SPECS else p
+                for p in parameters]
 
     def _read_settings(self) -> Settings:
         try:
@@ -288,10 +315,10 @@ class PerceptionNode(LifecycleNode):
                                 "carries its own config: clear model_overrides")
         name = settings.model_config or ("" if settings.checkpoint else DEFAULT_MODEL_CONFIG)
         path = self._package_file("model_config", name) if name else None
-        model, config, trained = load_model(
+        model, config, self._trained = load_model(
             path, settings.checkpoint or None, base_weights=settings.base_weights or None,
             overrides=settings.model_overrides.split())
-        if trained:
+        if self._trained:
             self.get_logger().info(f"loaded checkpoint {settings.checkpoint} ({config.name})")
         else:
             self.get_logger().warning(f"no checkpoint given: {config.name} runs with untrained "
@@ -315,10 +342,16 @@ class PerceptionNode(LifecycleNode):
             source=settings.checkpoint)
         self.engine = Engine(self._model, self._config, options)
         seconds = self.engine.warmup()
+        warmed = (f"warm-up {seconds:.1f} s" if self.engine.backend == "torch" else
+                  "no warm-up: each new frame layout is exported and compiled on its first "
+                  f"frame, once, and kept in {self.engine.cache_dir}")
         self.get_logger().info(f"engine ready: {self._config.name} on {device}, "
                                f"{self.engine.backend} {self.engine.precision}, CUDA graphs "
-                               f"{'on' if self.engine.use_graphs else 'off'} "
-                               f"(warm-up {seconds:.1f} s)")
+                               f"{'on' if self.engine.use_graphs else 'off'} ({warmed})")
+
+    def destroy_node(self) -> None:
+        stop_forwarding(self._log_forwarding)
+        super().destroy_node()
 
     def _parameter_homography(self) -> np.ndarray | None:
         if self.settings.registration != "homography":
@@ -412,7 +445,7 @@ class PerceptionNode(LifecycleNode):
         try:
             array = convert(msg, max_pixels=self.settings.max_image_pixels)
         except ImageError as exc:
-            self._bad_input(f"{stream}_{exc.kind}", f"{stream} image: {exc}")
+            self._refuse(stream, f"{stream}_{exc.kind}", str(exc))
             return
         if stream == "ir" and count_non_finite(array):
             self._bad_input("ir_non_finite", "IR image has NaN or infinite pixels: +inf reads "
@@ -421,8 +454,10 @@ class PerceptionNode(LifecycleNode):
         frame = Frame(stamp_ns(msg.header.stamp), (array, msg.header, cost_ms), received)
         accepted = pairer.add_rgb(frame) if stream == "rgb" else pairer.add_ir(frame)
         if not accepted:
-            self._bad_input(f"{stream}_stamps_backwards",
-                            f"{stream} image stamp went backwards; frame ignored")
+            self._refuse(stream, f"{stream}_stamps_backwards", "its stamp went backwards: fix "
+                         "the camera driver's stamps")
+            return
+        self.stats.accepted(stream, received)
 
     def _checked_header(self, stream: str, header) -> bool:
         """Repair or refuse implausible headers (documented in README): a zero stamp becomes
@@ -437,17 +472,22 @@ class PerceptionNode(LifecycleNode):
         limit = self.settings.max_stamp_offset
         offset_s = (stamp_ns(header.stamp) - now.nanoseconds) / 1e9
         if limit > 0 and abs(offset_s) > limit:
-            self._bad_input(f"{stream}_stamp_implausible",
-                            f"{stream} image stamp is {offset_s:+.1f} s from the node's clock "
-                            f"(max_stamp_offset {limit:g} s); frame refused. Synchronise the "
-                            "clocks, set use_sim_time when replaying a bag, or set "
-                            "max_stamp_offset to 0")
+            self._refuse(stream, f"{stream}_stamp_implausible",
+                         f"stamp is {offset_s:+.1f} s from the node's clock (max_stamp_offset "
+                         f"{limit:g} s): {self._stamp_fix(now.nanoseconds)}")
             return False
         if stream == "rgb" and not header.frame_id:
             header.frame_id = self.settings.fallback_frame_id
             self._bad_input("rgb_frame_id_empty", "RGB image has an empty frame_id; outputs "
                             f"use fallback_frame_id '{header.frame_id}'")
         return True
+
+    def _stamp_fix(self, now_ns: int) -> str:
+        if now_ns == 0 and self.get_parameter("use_sim_time").value:
+            return ("use_sim_time is set but /clock is not published (the node's clock reads "
+                    "0): play the bag with --clock or clear use_sim_time")
+        return ("synchronise the clocks, set use_sim_time when replaying a bag, or set "
+                "max_stamp_offset to 0")
 
     def _on_camera_info(self, stream: str, msg: CameraInfo) -> None:
         self._camera_info[stream] = msg
@@ -610,6 +650,18 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(f"{message} (logged once; counted in /diagnostics as "
                                       f"'{kind}')")
 
+    def _refuse(self, stream: str, kind: str, reason: str) -> None:
+        """A camera frame refused: logged once per kind and counted (`_bad_input`); while no
+        frame of ``stream`` is accepted, /diagnostics names ``reason`` (`_refusal`)."""
+        self.stats.refused(stream, kind, reason, time.monotonic_ns())
+        self._bad_input(kind, f"{stream} frame refused: {reason}")
+
+    def _refusal(self, stream: str, now_ns: int) -> tuple[str, str] | None:
+        """(kind, reason) while ``stream`` frames arrive but none is accepted: for IR, for
+        ir_timeout (when the pairer would call IR silent), for RGB for REFUSAL_RECENT_NS."""
+        quiet_ns = int(self.settings.ir_timeout * 1e9) if stream == "ir" else REFUSAL_RECENT_NS
+        return self.stats.refusal(stream, now_ns, quiet_ns)
+
     def _publish_diagnostics(self) -> None:
         now = time.monotonic_ns()
         status = DiagnosticStatus(name=f"{self.get_name()}: pipeline",
@@ -658,7 +710,8 @@ class PerceptionNode(LifecycleNode):
         if pairer is None:
             state = "inactive"
         elif not pairer.ir_alive():
-            state = "rgb_only (IR silent)"
+            refused = self._refusal("ir", now_ns)
+            state = f"rgb_only (IR refused: {refused[0]})" if refused else "rgb_only (IR silent)"
         elif outputs and not fused:
             state = f"rgb_only ({reasons.most_common(1)[0][0]})"
         else:
@@ -667,9 +720,23 @@ class PerceptionNode(LifecycleNode):
                 else 0.0, "reasons": reasons, "state": state,
                 "offset_ms": "" if offset is None else f"{offset / 1e6:.1f}"}
 
+    def _refused_message(self) -> str | None:
+        """The WARN for a camera whose frames arrive but are all refused (RGB first)."""
+        now = time.monotonic_ns()
+        for stream in ("rgb", "ir"):
+            refused = self._refusal(stream, now)
+            if refused:
+                return (f"{stream.upper()} frames arrive but all are refused ({refused[0]}): "
+                        f"{refused[1]}")
+        return None
+
     def _level(self, fusion: dict) -> tuple[bytes, str]:
-        """ERROR when the node cannot run; WARN only for a cause a user can act on (IR silent,
-        nothing fused, new bad input); OK otherwise, whatever share of frames is fused."""
+        """ERROR when the node cannot run; OK while inactive; else WARN only for a cause a
+        user can act on, the most urgent first: a camera's frames arrive but all are refused
+        (RGB before IR: without RGB nothing runs; this also explains "IR silent"), IR silent,
+        nothing fused, new bad input (reported once, so it goes before the lasting warning),
+        an untrained model without allow_untrained (last: it lasts as long as the node runs
+        and would hide the others); OK otherwise, whatever share of frames is fused."""
         errors = dict(self.stats.errors)
         new = sorted(k for k, v in errors.items() if v > self._reported_errors.get(k, 0))
         self._reported_errors = errors
@@ -678,6 +745,9 @@ class PerceptionNode(LifecycleNode):
         if self._state != "active":
             return DiagnosticStatus.OK, self._state
         window = f"{HORIZON_NS / 1e9:.0f} s"
+        refused = self._refused_message()
+        if refused:
+            return DiagnosticStatus.WARN, refused
         if fusion["state"].endswith("(IR silent)"):
             return DiagnosticStatus.WARN, (
                 f"IR silent for over {self.settings.ir_timeout:g} s: RGB-only inference; check "
@@ -694,10 +764,30 @@ class PerceptionNode(LifecycleNode):
                 f"({slop_ms:g} ms) of the RGB frames processed; raise slop or check the stamps")
         if new:
             return DiagnosticStatus.WARN, f"bad input: {', '.join(new)} (see the log)"
+        if not self._trained and not self.settings.allow_untrained:
+            return DiagnosticStatus.WARN, (
+                f"no checkpoint: {self._config.name} runs untrained heads and prompter, its "
+                "detections are meaningless; set the 'checkpoint' parameter (e.g. the "
+                "package's models/ivt_demo.pth) or set allow_untrained true for tests")
         if fusion["fused"]:
             return DiagnosticStatus.OK, (f"fusing RGB + IR ({100 * fusion['fraction']:.0f}% "
                                          f"of outputs in {window})")
         return DiagnosticStatus.OK, "running"
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """Description, read-only flag, range and choices of a parameter; the type is its
+    default's (static typing)."""
+    descriptor = ParameterDescriptor(description=spec.description, read_only=not spec.runtime)
+    if spec.kind is float and spec.low is not None:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.low), to_value=float(spec.high))]
+    if spec.kind is int and spec.low is not None:
+        descriptor.integer_range = [IntegerRange(from_value=int(spec.low),
+                                                 to_value=int(spec.high), step=1)]
+    if spec.choices:
+        descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    return descriptor
 
 
 def _names(class_filter: str) -> list[str] | None:

@@ -33,6 +33,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model_overrides", str, "space-separated key=value overrides of the model "
               "config (not with a checkpoint, which carries its config)"),
     ParamSpec("checkpoint", str, "full or adapter checkpoint; empty runs untrained weights"),
+    ParamSpec("allow_untrained", bool, "running without a checkpoint is intended (tests, "
+              "pipeline demos): /diagnostics does not warn that the detections are "
+              "meaningless"),
     ParamSpec("base_weights", str, "frozen Swin weights under an adapter checkpoint"),
     ParamSpec("device", str, "auto (cuda if available), cpu, cuda or cuda:N"),
     ParamSpec("backend", str, "inference back-end: torch (eager, CUDA graphs on GPUs), "
@@ -110,6 +113,7 @@ class Settings:
     model_config: str
     model_overrides: str
     checkpoint: str
+    allow_untrained: bool
     base_weights: str
     device: str
     backend: str
@@ -204,11 +208,16 @@ def settings_from(values: dict) -> Settings:
     problems = [p for p in (check_value(n, values[n]) for n in SPECS) if p]
     if problems:
         raise ValueError("; ".join(problems))
-    return Settings(**{f.name: _typed(f.name, values[f.name]) for f in fields(Settings)})
+    return Settings(**{f.name: coerced(f.name, values[f.name]) for f in fields(Settings)})
 
 
-def _typed(name: str, value):
+def coerced(name: str, value):
+    """``value`` as parameter ``name``'s type where it is a number for a float or a list of
+    numbers for a list (``ir_timeout: 1`` is 1.0); anything else unchanged, for
+    `check_value` to name."""
     kind = SPECS[name].kind
-    if kind is float:
+    if kind is float and _has_kind(value, float):
         return float(value)
-    return [float(v) for v in value] if kind is list else value
+    if kind is list and _has_kind(value, list):
+        return [float(v) for v in value]
+    return value

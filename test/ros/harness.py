@@ -22,7 +22,7 @@ NAME = "ivtuning_perception"
 RGB_SIZE = (720, 1280)
 IR_SIZE = (512, 640)
 TEST_PARAMETERS = {"model_config": "ivt_tiny_test.yaml", "device": "cpu",
-                   "score_threshold": 0.0, "ir_timeout": 0.4}
+                   "allow_untrained": True, "score_threshold": 0.0, "ir_timeout": 0.4}
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 OUTPUTS = {"detections": Detection2DArray, "segmentation/mask": Image,

@@ -10,7 +10,7 @@ rclpy = pytest.importorskip("rclpy")
 from .harness import Harness  # noqa: E402
 
 
-def test_node_runs_on_openvino(ros_context, tmp_path):
+def test_node_runs_on_openvino(ros_context, tmp_path, capfd):
     harness = Harness(ros_context, backend="openvino", precision="fp32",
                       engine_cache_dir=str(tmp_path))
     try:
@@ -29,5 +29,12 @@ def test_node_runs_on_openvino(ros_context, tmp_path):
         level, message, values = harness.diagnostics()
         assert (values["backend"], values["precision"]) == ("openvino", "fp32")
         assert values["state"] == "active", message
+        # Start-up progress is on the ROS logger, with the node's name: no "warm-up 0.0 s"
+        # followed by a silent export.
+        log = capfd.readouterr().err
+        assert "[ivtuning_perception]: engine ready" in log and "no warm-up" in log, log
+        assert "warm-up 0.0 s" not in log, log
+        assert "[ivtuning_perception]: exporting ivt_tiny_test" in log, log
+        assert "[ivtuning_perception]: exported " in log, log
     finally:
         harness.close()

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 rclpy = pytest.importorskip("rclpy")
@@ -18,23 +17,21 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
-from ivtuning_ros.model import build_model, load_config, save_checkpoint  # noqa: E402
-
 from .harness import ir_image, rgb_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "config" / "perception.yaml"
-TINY = {"model_config": "ivt_tiny_test.yaml", "device": "cpu", "score_threshold": 0.0}
+TINY = {"model_config": "ivt_tiny_test.yaml", "device": "cpu", "allow_untrained": True,
+        "score_threshold": 0.0}
 
 
 class NodeProcess:
     """The entry point in a subprocess; its output (stdout + stderr) collected line by line."""
 
-    def __init__(self, tmp_path: Path, text: str | None = None, **parameters) -> None:
-        if text is None:
-            params = yaml.safe_load(PARAMS.read_text())
-            params["/**"]["ros__parameters"].update(parameters)
-            text = yaml.safe_dump(params)
+    def __init__(self, tmp_path: Path, **parameters) -> None:
+        params = yaml.safe_load(PARAMS.read_text())
+        params["/**"]["ros__parameters"].update(parameters)
+        text = yaml.safe_dump(params)
         params_file = tmp_path / "params.yaml"
         params_file.write_text(text)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
@@ -118,37 +115,22 @@ def test_entry_point_reads_the_parameters_file(ros_context, tmp_path):
     assert "engine ready: ivt_tiny_test on cpu" in process.output
 
 
-def tiny_checkpoint(tmp_path: Path) -> str:
-    config = load_config(REPO / "models" / "ivt_tiny_test.yaml")
-    path = tmp_path / "tiny.pth"
-    save_checkpoint(build_model(config), config, path)
-    return str(path)
-
-
+# Under `ros2 launch` (test/launch/test_ros2_launch.py): a malformed parameters file, a bad
+# device name, CUDA missing, a checkpoint of another model. Here the exact exit codes.
 BAD_CONFIGURATIONS = {
-    # case: (parameters or raw text, exit code, words the one error line must hold)
-    "out_of_range": ({**TINY, "score_threshold": 5.0}, 2, ["score_threshold"]),
+    # case: (parameters, exit code, words the one error line must hold)
+    "out_of_range": ({**TINY, "score_threshold": 5.0}, 2, ["score_threshold",
+                                                           "the parameters file"]),
     "wrong_type": ({**TINY, "slop": "fast"}, 2, ["slop", "number"]),
-    "malformed_yaml": ("/**:\n  ros__parameters: [unclosed\n", 2, ["parameters file"]),
-    "device_name": ({**TINY, "device": "gpu"}, 2, ["device", "cuda"]),
     "unknown_class": ({**TINY, "class_filter": "Unicorn"}, 1, ["Unicorn", "People"]),
-    "config_vs_checkpoint": ({"model_config": "ivt_demo.yaml", "device": "cpu",
-                              "checkpoint": "TINY_CHECKPOINT"}, 1, ["ivt_tiny_test"]),
     "missing_config": ({"model_config": "nope.yaml", "device": "cpu"}, 1, ["nope.yaml"]),
 }
-if not torch.cuda.is_available():
-    BAD_CONFIGURATIONS["cuda_missing"] = ({**TINY, "device": "cuda"}, 1, ["CUDA", "cpu"])
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGURATIONS))
 def test_bad_configuration_fails_in_one_readable_line(tmp_path, case):
     parameters, expected_code, words = BAD_CONFIGURATIONS[case]
-    if isinstance(parameters, str):
-        process = NodeProcess(tmp_path, text=parameters)
-    else:
-        if parameters.get("checkpoint") == "TINY_CHECKPOINT":
-            parameters = {**parameters, "checkpoint": tiny_checkpoint(tmp_path)}
-        process = NodeProcess(tmp_path, **parameters)
+    process = NodeProcess(tmp_path, **parameters)
     code = process.finish()
     assert code == expected_code, process.output
     assert_clean(process.output)

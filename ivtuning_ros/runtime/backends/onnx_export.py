@@ -22,6 +22,7 @@ import os
 import time
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 
 from ...model.weights import state_fingerprint
 from ..step import OUTPUT_NAMES, FrameStep
+from . import BackendUnavailable
 
 LOG = logging.getLogger("ivtuning.export")
 OPSET = 17
@@ -108,6 +110,7 @@ def export_onnx(step: FrameStep, path: str | Path, source: str = "") -> Path:
     Written to a temporary name and renamed, so a crash never leaves a half file that a
     later start would load.
     """
+    _onnx()  # the metadata is written with it: fail before the slow export, not after
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = _ExportedStep(step).eval()
@@ -127,9 +130,20 @@ def export_onnx(step: FrameStep, path: str | Path, source: str = "") -> Path:
     return path
 
 
-def _write_metadata(path: Path, step: FrameStep, source: str) -> None:
-    import onnx
+def _onnx() -> ModuleType:
+    """The ``onnx`` package, or `BackendUnavailable` saying how to install it."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"exporting to ONNX needs the Python package 'onnx', which is not installed "
+            f"({exc}): pip install 'onnx' (every exported back-end's extra has it, e.g. "
+            f"pip install 'ivtuning_ros[openvino]'), or use backend 'torch'") from None
+    return onnx
 
+
+def _write_metadata(path: Path, step: FrameStep, source: str) -> None:
+    onnx = _onnx()
     model = onnx.load(str(path))
     layout = step.layout
     metadata = {
@@ -156,9 +170,7 @@ def _write_metadata(path: Path, step: FrameStep, source: str) -> None:
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``ivtuning.*`` metadata of an exported file."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+    model = _onnx().load(str(path), load_external_data=False)
     return {entry.key: entry.value for entry in model.metadata_props}
 
 
