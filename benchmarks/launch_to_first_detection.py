@@ -25,8 +25,8 @@ from rclpy.executors import SingleThreadedExecutor
 from tqdm import tqdm
 from vision_msgs.msg import Detection2DArray
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test" / "launch"))
-from workspace import build_workspace, cameras, ros2_launch, ros_setup  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test.launch.workspace import build_workspace, cameras, ros2_launch, ros_setup  # noqa: E402
 
 RGB, IR = "/bench/rgb/image_raw", "/bench/thermal/image_raw"
 STAMP = re.compile(r"\[(\d+\.\d+)\] \[ivtuning_perception\]: (loaded checkpoint|engine ready)")
@@ -50,7 +50,7 @@ def one_start(env: dict[str, str], checkpoint: Path, backend: str, timeout: floa
             if launched.process.poll() is not None:
                 raise RuntimeError(f"ros2 launch exited:\n{launched.output}")
             executor.spin_once(timeout_sec=0.05)
-        launched.interrupt()
+        launched.stop()
     finally:
         launched.kill()
         executor.shutdown()
@@ -100,7 +100,7 @@ def main() -> None:
                     progress.update()
                 report["backends"][backend] = {"cold_cache": cold, "warm_cache": summary(warm)}
     finally:
-        rig.interrupt()
+        rig.stop()
         rig.kill()
     print(json.dumps(report, indent=2))
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from .workspace import Launched, cameras, ros2_launch
+from ..process import CollectedProcess
+from .workspace import cameras, ros2_launch
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -29,7 +30,17 @@ def test_launch_testing_suite_passes(workspace):
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-6000:]
 
 
-def first_detection_s(launched: Launched, timeout: float) -> float:
+def test_show_args_describes_every_device_choice(workspace):
+    shown = subprocess.run(["ros2", "launch", "ivtuning_ros", "perception.launch.py",
+                            "--show-args"], env=workspace["env"], capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    device = shown.stdout.split("'device':", 1)[1].split("'backend':", 1)[0]
+    for choice in ("auto", "cpu", "cuda", "cuda:N"):
+        assert choice in device, device
+
+
+def first_detection_s(launched: CollectedProcess, timeout: float) -> float:
     """Seconds from the launch's start to the first Detection2DArray received."""
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -60,10 +71,10 @@ def test_first_detection_then_ctrl_c_exits_0_within_2_s(workspace):
     try:
         seconds = first_detection_s(launched, FIRST_DETECTION_BOUND_S)
         print(f"first Detection2DArray {seconds:.2f} s after `ros2 launch` started")
-        code, stop_s = launched.interrupt()
+        code, stop_s = launched.stop()
     finally:
         launched.kill()
-        rig.interrupt()
+        rig.stop()
         rig.kill()
     assert code == 0, launched.output
     assert stop_s < 2.0, stop_s

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
+
+from ..process import CollectedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 KIT_SETUP = REPO.parent / "shared" / "ros2" / "env.sh"
@@ -62,53 +61,14 @@ def build_workspace(root: Path, setup: tuple[Path, list[str]]) -> dict[str, str]
     return env
 
 
-class Launched:
-    """A command (`ros2 launch ...`, the cameras) in a session of its own, as a terminal
-    runs it: SIGINT is Ctrl-C; its output (stdout + stderr) is collected line by line."""
-
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait(self, timeout: float) -> int:
-        code = self.process.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def interrupt(self, timeout: float = 10.0) -> tuple[int, float]:
-        """Ctrl-C; (exit code, seconds until it exited)."""
-        start = time.monotonic()
-        self.process.send_signal(signal.SIGINT)
-        code = self.wait(timeout)
-        return code, time.monotonic() - start
-
-    def kill(self) -> None:
-        """Last resort: the whole session (`ros2 launch` leaves children behind on SIGKILL)."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.wait(10)
-
-
-def ros2_launch(env: dict[str, str], **arguments: str) -> Launched:
+def ros2_launch(env: dict[str, str], **arguments: str) -> CollectedProcess:
     """`ros2 launch ivtuning_ros perception.launch.py name:=value ...`."""
-    return Launched(["ros2", "launch", "ivtuning_ros", "perception.launch.py",
+    return CollectedProcess(["ros2", "launch", "ivtuning_ros", "perception.launch.py",
                      *(f"{k}:={v}" for k, v in arguments.items())], env)
 
 
-def cameras(env: dict[str, str], rgb_topic: str, ir_topic: str, rate: float = 5.0) -> Launched:
+def cameras(env: dict[str, str], rgb_topic: str, ir_topic: str,
+            rate: float = 5.0) -> CollectedProcess:
     """RGB + IR cameras (cameras.py) in a process of their own."""
-    return Launched([sys.executable, str(Path(__file__).with_name("cameras.py")),
+    return CollectedProcess([sys.executable, str(Path(__file__).with_name("cameras.py")),
                      "--rgb-topic", rgb_topic, "--ir-topic", ir_topic, "--rate", str(rate)], env)

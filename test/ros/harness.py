@@ -133,6 +133,25 @@ class Harness:
                 time.sleep(0.01)
         raise AssertionError(f"nothing on {topic} within 10 s")
 
+    def send_and_wait_fused(self, seed: int = 0, tries: int = 10):
+        """`send_and_wait` on detections until an answer is fused RGB + IR (under load an
+        RGB frame may settle RGB-only, and untrained weights then answer differently)."""
+        for _ in range(tries):
+            stamp, message = self.send_and_wait("detections", seed=seed)
+            if self._fusion_state_of(message.header.stamp)["ir_used"] == "true":
+                return stamp, message
+        raise AssertionError(f"no fused answer in {tries} tries")
+
+    def _fusion_state_of(self, stamp) -> dict[str, str]:
+        """The ``~/fusion_state`` values of the output stamped ``stamp`` (published with it)."""
+        stamp_ns = stamp.sec * 10**9 + stamp.nanosec
+
+        def matching():
+            return [s for s in self.fusion_states() if s["stamp_ns"] == stamp_ns]
+
+        self.wait_for(matching, "the answer's fusion state")
+        return matching()[0]
+
     def diagnostics(self, ir: bool | None = True) -> tuple[int, str, dict[str, str]]:
         """Level, message and values of the first diagnostics report stamped after this call.
         Meanwhile the cameras keep streaming at 10 Hz (RGB only with ``ir=False``)."""

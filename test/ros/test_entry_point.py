@@ -2,9 +2,7 @@
 in one readable line on bad configuration, and it stops cleanly on a signal at any phase."""
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
+from ..process import CollectedProcess  # noqa: E402
 from .harness import ir_image, rgb_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,51 +24,20 @@ TINY = {"model_config": "ivt_tiny_test.yaml", "device": "cpu", "allow_untrained"
         "score_threshold": 0.0}
 
 
-class NodeProcess:
-    """The entry point in a subprocess; its output (stdout + stderr) collected line by line."""
+class NodeProcess(CollectedProcess):
+    """The entry point in a subprocess, with a parameters file of ``parameters``."""
 
     def __init__(self, tmp_path: Path, **parameters) -> None:
         params = yaml.safe_load(PARAMS.read_text())
         params["/**"]["ros__parameters"].update(parameters)
-        text = yaml.safe_dump(params)
         params_file = tmp_path / "params.yaml"
-        params_file.write_text(text)
+        params_file.write_text(yaml.safe_dump(params))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
-        self.process = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "ivtuning_ros.ros.entry", "--ros-args",
              "--params-file", str(params_file), "-r", "__ns:=/robot",
              "-r", "~/rgb/image:=/robot/front/rgb", "-r", "~/ir/image:=/robot/front/thermal"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for_line(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            assert self.process.poll() is None, self.output
-            assert time.monotonic() < deadline, f"no '{text}' within {timeout} s:\n{self.output}"
-            time.sleep(0.01)
-
-    def finish(self, timeout: float = 60) -> int:
-        code = self.process.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def stop(self, signum: int) -> tuple[int, float]:
-        """Send ``signum``; (exit code, seconds until exit)."""
-        start = time.monotonic()
-        self.process.send_signal(signum)
-        code = self.finish(timeout=10)
-        return code, time.monotonic() - start
+            env)
 
 
 def stream_until_detections(ros_context, process: NodeProcess, timeout: float = 60) -> list:
@@ -131,7 +99,7 @@ BAD_CONFIGURATIONS = {
 def test_bad_configuration_fails_in_one_readable_line(tmp_path, case):
     parameters, expected_code, words = BAD_CONFIGURATIONS[case]
     process = NodeProcess(tmp_path, **parameters)
-    code = process.finish()
+    code = process.wait()
     assert code == expected_code, process.output
     assert_clean(process.output)
     errors = [line for line in process.lines if "perception_node:" in line or "ERROR" in line]

@@ -147,14 +147,13 @@ def test_threshold_and_class_filter_change_through_the_parameter_service(harness
         return future.result().results[0]
 
     # Untrained weights: filter by a class the unfiltered top-k of this frame holds, so the
-    # filtered answer to the same (fused) frame cannot be empty by chance.
-    harness.send_and_wait("ir/registered")
-    _, detections = harness.send_and_wait("detections", seed=5)
+    # filtered answer to the same fused frame cannot be empty by chance.
+    _, detections = harness.send_and_wait_fused(seed=5)
     present = sorted({d.results[0].hypothesis.class_id for d in detections.detections})
     assert present, "an unfiltered frame at threshold 0 reports its top-k"
     name = harness.node.engine.class_names[int(present[0])]
     assert set_parameter("class_filter", name).successful
-    _, detections = harness.send_and_wait("detections", seed=5)
+    _, detections = harness.send_and_wait_fused(seed=5)
     assert {d.results[0].hypothesis.class_id for d in detections.detections} == {present[0]}
     assert set_parameter("score_threshold", 1.0).successful
     _, detections = harness.send_and_wait("detections", seed=2)
