@@ -93,16 +93,14 @@ bench-backends: $(STAMP)
 	$(BIN)/ivtuning bench --config models/ivt_swin_t_realtime.yaml --backend openvino:fp32 \
 		openvino onnxruntime --scenes 3 --repeats 3 --json > out/bench/backends_realtime.json
 
-# On a machine with an NVIDIA GPU (and `pip install tensorrt onnxruntime-gpu` in the venv):
-# the CUDA tests, the engine with AMP and CUDA graphs, and the GPU back-ends' parity.
-gpu-check: $(STAMP) $(VISION_MSGS)
-	$(BIN)/python -c "import torch; assert torch.cuda.is_available(), 'gpu-check needs CUDA'"
-	mkdir -p out
-	$(BIN)/python -m pytest -q -rs test/test_runtime.py test/test_dino_padding.py \
-		test/test_backends.py test/test_engine_bounds.py
-	$(BIN)/ivtuning bench --device cuda --json > out/gpu_bench.json
-	$(BIN)/ivtuning bench --checkpoint models/ivt_demo.pth --device cuda \
-		--backend torch:fp16 onnxruntime tensorrt --json > out/gpu_backends.json
+# On a machine with an NVIDIA GPU, with the interpreter given and its own PyTorch: no venv,
+# no network, no ROS, nothing built first (README "GPU check"). The CUDA tests, parity CUDA vs
+# CPU, the engine's eager / AMP / CUDA-graph latency, ONNX Runtime's CUDA provider, TensorRT;
+# writes gpu_check.json and gpu_check.log to $GPU_CHECK_OUT (else $OUT, else out/).
+# `PYTHON=python3 make gpu-check`; GPU_CHECK_ARGS=--cpu-dry-run rehearses it on a CPU.
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@$(PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
 
 # How models/ivt_demo.pth was made (about 30 minutes on a 2-core CPU): the small Swin and
 # heads trained on RGB-only synthetic scenes stand in for a public visible-light model; then

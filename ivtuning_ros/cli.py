@@ -1,11 +1,15 @@
 """The `ivtuning` command: info, convert, bench (more subcommands arrive with their issues).
 
 Every failure the user can fix ends in one line on stderr and a non-zero exit,
-never a traceback.
+never a traceback. Subcommands defined in modules of their own (`COMMAND_MODULES`) are
+imported only when they run, so a command never needs another's dependencies: `ivtuning
+bench` runs without rclpy, mcap or pycocotools, and a command that needs a missing package
+says which in one line.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -21,10 +25,6 @@ from .benchmark import (
     parse_backend,
     synthetic_frames,
 )
-from .calibration import add_calibrate_parser
-from .compare import add_compare_parser
-from .eval_command import add_eval_parser
-from .fusion.train import add_train_fusion_parser
 from .model import (
     ConfigError,
     IVTuningModel,
@@ -45,14 +45,49 @@ from .model.backbones.swin_weights import (
 )
 from .model.heads.dino_weights import is_mmdet_detector, load_mmdet_dino
 from .model.weights import read_checkpoint
-from .ros.replay import add_replay_parser
 from .runtime import EngineOptions
 from .runtime.backends import BACKENDS, BackendUnavailable
 from .runtime.backends.onnx_export import OPSET, export_key, export_onnx
 from .runtime.step import IR_DTYPES, FrameLayout, FrameStep
-from .train.command import add_train_parser
 
 EXIT_USAGE = 2
+# Subcommand -> (module, function adding its parser); imported when that command runs.
+COMMAND_MODULES = {
+    "eval": ("ivtuning_ros.eval_command", "add_eval_parser"),
+    "train": ("ivtuning_ros.train.command", "add_train_parser"),
+    "compare": ("ivtuning_ros.compare", "add_compare_parser"),
+    "train-fusion": ("ivtuning_ros.fusion.train", "add_train_fusion_parser"),
+    "calibrate": ("ivtuning_ros.calibration", "add_calibrate_parser"),
+    "replay": ("ivtuning_ros.ros.replay", "add_replay_parser"),
+}
+# ROS 2 packages come from a distribution (or `make venv`), not from pip.
+ROS_PACKAGES = {"ament_index_python", "builtin_interfaces", "diagnostic_msgs", "geometry_msgs",
+                "lifecycle_msgs", "rcl_interfaces", "rclpy", "rosidl_runtime_py", "sensor_msgs",
+                "std_msgs", "vision_msgs", "visualization_msgs"}
+# Import name -> pip distribution, where they differ.
+PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow", "yaml": "pyyaml"}
+
+
+class CommandUnavailable(RuntimeError):
+    """A subcommand cannot run here: a package it needs is missing."""
+
+
+def missing_package(command: str, exc: ImportError) -> str:
+    """One line: what ``ivtuning command`` needs that did not import, and how to get it."""
+    top = (exc.name or "").split(".")[0]
+    if not isinstance(exc, ModuleNotFoundError) or not top:  # e.g. a name a version lacks
+        return f"'ivtuning {command}' cannot import what it needs: {exc}"
+    if top in ROS_PACKAGES:
+        return (f"'ivtuning {command}' needs ROS 2's Python package '{top}', which does not "
+                f"import here ({exc}): source a ROS 2 installation "
+                "(source /opt/ros/<distro>/setup.bash) or run `make venv`")
+    return (f"'ivtuning {command}' needs the Python package '{top}', which is not "
+            f"installed ({exc}): pip install '{PIP_NAMES.get(top, top)}'")
+
+
+def _is_ours(exc: ImportError) -> bool:
+    """An import error inside this package is a bug to show, not a missing dependency."""
+    return (exc.name or "").split(".")[0] == __package__
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -298,7 +333,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``command`` (the first argument) decides which
+    `COMMAND_MODULES` are imported (see `_add_module_commands`)."""
     parser = argparse.ArgumentParser(
         prog="ivtuning", description="IV-tuning RGB-infrared perception tools."
     )
@@ -394,21 +431,52 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the node's precision (default: the back-end's best)")
     demo.set_defaults(run=cmd_demo)
 
-    add_eval_parser(commands)
-    add_train_parser(commands)
-    add_compare_parser(commands)
-    add_train_fusion_parser(commands)
-    add_calibrate_parser(commands)
-    add_replay_parser(commands)
+    _add_module_commands(commands, command)
     return parser
 
 
+def _add_module_commands(commands: argparse._SubParsersAction, command: str | None) -> None:
+    """The `COMMAND_MODULES` subcommands: ``command``'s own parser when it is one of them
+    (`CommandUnavailable` if its module does not import), a placeholder for the others when
+    ``command`` is any known command, and every one that imports otherwise (``ivtuning
+    --help``, a misspelt command), the others listed as unavailable."""
+    known = command in commands.choices or command in COMMAND_MODULES
+    for name, (module, function) in COMMAND_MODULES.items():
+        if known and name != command:
+            commands.add_parser(name)  # never parsed: the command line chose another
+            continue
+        try:
+            add_parser = getattr(importlib.import_module(module), function)
+        except ImportError as exc:
+            if _is_ours(exc):
+                raise
+            if name == command:
+                raise CommandUnavailable(missing_package(name, exc)) from None
+            needs = (exc.name or "").split(".")[0] or str(exc)
+            commands.add_parser(name, help=f"(unavailable here: needs '{needs}')")
+            continue
+        add_parser(commands)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv else None
+    try:
+        parser = build_parser(command)
+    except CommandUnavailable as exc:
+        print(f"ivtuning {command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     try:
         return args.run(args)
     except (ConfigError, WeightsError, ValueError, OSError, BackendUnavailable) as exc:
         print(f"ivtuning {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ImportError as exc:  # a command's own lazy import, e.g. `demo` needs rclpy
+        if _is_ours(exc):
+            raise
+        print(f"ivtuning {args.command}: error: {missing_package(args.command, exc)}",
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

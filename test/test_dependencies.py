@@ -2,9 +2,9 @@
 else is (issue 21: timm was imported when the node starts but missing from package.xml, so
 `rosdep install` left it out and the node died with a traceback).
 
-Required: everything a module imports when it is imported. The `ivtuning` command imports
-every subcommand at start, so a module-level import anywhere is needed by the command, and the
-node's (entry -> node -> model, runtime) are among them. They go into setup.py's
+Required: everything a module imports when it is imported: a module-level import anywhere is
+needed by some command (each `ivtuning` command imports its own modules), and the node's
+(entry -> node -> model, runtime) are among them. They go into setup.py's
 install_requires and into package.xml: a rosdep key where rosdistro has a usable one, else
 named in a package.xml comment and installed with pip (README "Install on a ROS 2
 distribution"). Optional: imported inside a function under ``try/except ImportError`` or

@@ -1,5 +1,7 @@
 """Overload: cameras at 30 Hz, a model slower than that. Result age stays bounded for the
-node and grows without bound for a naive queue-everything node (benchmark run for real)."""
+node and grows without bound for a naive queue-everything node (benchmark run for real, on
+the tiny test model at 256x320: about 100 ms a frame here, three times the camera period,
+so 3 s per design show it; README's figures are the real-time model's)."""
 import json
 import os
 import subprocess
@@ -14,8 +16,8 @@ BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "latency_under_
 
 
 def test_result_age_stays_bounded_under_overload():
-    # Long enough for three results of the naive design at 2.5 s a frame (2-core CPU).
-    run = subprocess.run([sys.executable, str(BENCHMARK), "--duration", "8"],
+    run = subprocess.run([sys.executable, str(BENCHMARK), "--duration", "3",
+                          "--model-config", "ivt_tiny_test.yaml"],
                          capture_output=True, text=True, timeout=300, check=False,
                          env={**os.environ, "ROS_DOMAIN_ID": str(os.getpid() % 200 + 21)})
     assert run.returncode == 0, run.stderr[-2000:]
