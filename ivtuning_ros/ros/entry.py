@@ -17,6 +17,7 @@ from pathlib import Path
 # launch_ros writes the parameters given as a dict in a launch file (this package's launch
 # arguments) to a temporary file named so.
 LAUNCH_PARAMS_PREFIX = "launch_params_"
+BOOT_NODE = "_perception_node_boot"  # hidden (leading underscore), gone once the node exists
 EXIT_JOIN_S = 0.5  # at exit, the frame in flight gets this long; its results are not needed
 
 
@@ -56,8 +57,6 @@ def run(args: list[str] | None = None) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    from .node import PerceptionNode, SettingsError
-
     context = rclpy.Context()
     node = None
     try:
@@ -67,11 +66,19 @@ def run(args: list[str] | None = None) -> int:
         except Exception as exc:
             return _fail(f"cannot start: {_first_line(exc)} (check the --ros-args and the "
                          "parameters file's YAML)", 2)
+        # The DDS participant comes with a context's first node: made now, discovery of the
+        # cameras runs during the seconds of imports and model loading below, instead of
+        # after them (up to 3 s to the first result here).
+        boot = rclpy.create_node(BOOT_NODE, context=context)
+        from .node import PerceptionNode, SettingsError
+
         try:
             node = PerceptionNode(context=context)
         except (SettingsError, ParameterException) as exc:
             message = _first_line(exc)
             return _fail(f"{message}; fix it in {_where_set(message, argv)}", 2)
+        finally:
+            boot.destroy_node()
         if node.settings.autostart and not _start(node):
             return 1
         executor = SingleThreadedExecutor(context=context)
