@@ -4,13 +4,18 @@ The cameras: RGB 640x480 rgb8 at 30 Hz; IR 640x512 mono16 at 8.7 Hz whose stamps
 by +-5 ms (uniform) around the camera's period, 10% of whose frames are lost (never
 published), and whose frames are published 30 ms after their stamp (thermal cameras
 deliver late). Both are stamped from the publisher node's clock and published from a
-schedule by one 5 ms timer; camera publishers are reliable, depth 10 (a typical driver;
-``--camera-qos best_effort`` tries the other kind).
+schedule by one 5 ms timer, in a process of their own with the middleware's default
+transport (as camera drivers run: within one process frames would skip the transport);
+camera publishers are reliable, depth 10 (a typical driver; ``--camera-qos best_effort``
+tries the other kind). Frames due in the same tick go RGB first, or IR first with
+``--publish-order ir-first``.
 
 The perception node runs with the default parameters (config/perception.yaml: slop, QoS,
 ir_max_wait, ir_timeout, stale_after untouched) except the model, ``--checkpoint`` (the
 demo weights by default; ``--model-config`` runs an untrained config instead) and
-``device: cpu``. After a warm-up of 3 s that is not counted, for ``--duration`` seconds
+``device: cpu``, in this process with the DDS transport its entry point chooses
+(`ivtuning_ros.ros.transport`). After a warm-up of 3 s that is not counted, for
+``--duration`` seconds
 we record every output's fusion state (``~/fusion_state``, stamped like the RGB frame it
 answers) and its age (receipt time minus the RGB stamp). An output *has a partner* when
 a published IR frame lies within ``slop`` of its RGB stamp: the node should fuse those
@@ -24,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -46,6 +53,7 @@ from ivtuning_ros.ros.conversions import fill_image
 from ivtuning_ros.ros.node import PerceptionNode, stamp_ns
 from ivtuning_ros.ros.params import package_dir
 from ivtuning_ros.ros.spinning import spinning
+from ivtuning_ros.ros.transport import TRANSPORT_VARIABLE, choose_transport, kernel_rmem_max
 
 NAME = "ivtuning_perception"
 RGB_HZ, IR_HZ = 30.0, 8.7
@@ -56,9 +64,11 @@ IR_DELIVERY_NS = 30_000_000
 TICK_S = 0.005  # the cameras' schedule timer
 WARMUP_S = 3.0
 DRAIN_S = 1.5  # after the cameras stop: the last outputs arrive
+CAMERAS_TIMEOUT_S = 30.0  # the camera process's start and discovery, beyond its run
 POLL_S = 0.5  # the node's arrival log holds 200 frames: ~6 s of RGB
 AGE_WINDOW_NS = 10_000_000_000
 STREAMS = ("rgb", "ir")
+PUBLISH_ORDERS = {"rgb-first": STREAMS, "ir-first": STREAMS[::-1]}
 RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE,
                "best_effort": ReliabilityPolicy.BEST_EFFORT}
 RELIABILITY_NAMES = {policy: name for name, policy in RELIABILITY.items()}
@@ -77,8 +87,10 @@ def to_time(ns: int) -> Time:
 class Cameras(Node):
     """Both cameras, published from a schedule (stamps on this node's clock) by one timer."""
 
-    def __init__(self, context: Context, qos: QoSProfile, seed: int) -> None:
+    def __init__(self, context: Context, qos: QoSProfile, seed: int,
+                 order: tuple[str, str] = STREAMS) -> None:
         super().__init__("cameras", context=context)
+        self.order = order  # of the frames due in one tick
         self.rng = np.random.default_rng(seed)
         self.rgb, self.ir = Image(), Image()
         fill_image(self.rgb, self.rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), "rgb8")
@@ -114,9 +126,18 @@ class Cameras(Node):
         if not self.running:
             return
         now = self.now_ns()
+        for stream in self.order:
+            if stream == "rgb":
+                self._publish_due_rgb(now)
+            else:
+                self._publish_due_ir(now)
+
+    def _publish_due_rgb(self, now: int) -> None:
         while (stamp := self._origin_ns + self._rgb_index * RGB_PERIOD_NS) <= now:
             self._publish("rgb", self.rgb, stamp)
             self._rgb_index += 1
+
+    def _publish_due_ir(self, now: int) -> None:
         while self._ir_stamp + IR_DELIVERY_NS <= now:
             if self.rng.random() < IR_DROP:
                 self.ir_dropped.append(self._ir_stamp)
@@ -185,20 +206,33 @@ def start_node(context: Context, args: argparse.Namespace) -> PerceptionNode:
     return node
 
 
-def connected(node: PerceptionNode, cameras: Cameras,
-              reliability: ReliabilityPolicy) -> bool:
-    """The node follows the cameras' QoS, and every publisher reaches its subscriber."""
-    return (all(node._image_qos.get(s) == reliability for s in STREAMS)
-            and all(p.get_subscription_count() > 0 for p in cameras.publishers_.values())
-            and node._publishers_["fusion_state"].get_subscription_count() > 0
+def recorded(node: PerceptionNode) -> bool:
+    """The recorder receives the node's fusion state and diagnostics."""
+    return (node._publishers_["fusion_state"].get_subscription_count() > 0
             and node._diagnostics.get_subscription_count() > 0)
+
+
+def followed(cameras: Cameras, reliability: ReliabilityPolicy) -> bool:
+    """The node subscribes to both cameras with their QoS (it follows the publishers')."""
+    infos = [cameras.get_subscriptions_info_by_topic(p.topic_name)
+             for p in cameras.publishers_.values()]
+    return all(i and all(s.qos_profile.reliability == reliability for s in i) for i in infos)
+
+
+@dataclass
+class CameraRecord:
+    """What the camera process sent (`Cameras`' record, from its JSON line)."""
+
+    sent: dict[str, list[int]]
+    ir_dropped: list[int]
+    ir_delays_ms: list[float]
 
 
 def in_window(stamps: list[int], window: tuple[int, int]) -> list[int]:
     return [s for s in stamps if window[0] <= s < window[1]]
 
 
-def camera_report(cameras: Cameras, received: dict[str, int], window: tuple[int, int],
+def camera_report(cameras: CameraRecord, received: dict[str, int], window: tuple[int, int],
                   duration: float) -> dict:
     """Per camera: published in the measured window (and the expected count), and over the
     whole run (warm-up included) published, received by the node and lost."""
@@ -293,26 +327,58 @@ def stream(cameras: Cameras, duration: float) -> tuple[int, int]:
     return start_ns, cameras.stop()
 
 
-def measure(context: Context, args: argparse.Namespace) -> dict:
+def run_cameras(args: argparse.Namespace) -> None:
+    """The camera process (``--cameras-only``): once the node follows the cameras' QoS, a
+    warm-up and ``--duration`` s; prints the window and the record as one JSON line."""
     qos = QoSProfile(depth=10, reliability=RELIABILITY[args.camera_qos])
-    cameras, recorder = Cameras(context, qos, args.seed), Recorder(context)
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        cameras = Cameras(context, qos, args.seed, PUBLISH_ORDERS[args.publish_order])
+        with spinning(context, [cameras]):
+            wait_for(lambda: followed(cameras, qos.reliability), "the node's subscriptions")
+            window = stream(cameras, args.duration)
+        cameras.destroy_node()
+    finally:
+        context.try_shutdown()
+    print(json.dumps({"window": window, "sent": cameras.sent, "ir_dropped": cameras.ir_dropped,
+                      "ir_delays_ms": cameras.ir_delays_ms}))
+
+
+def camera_process(args: argparse.Namespace,
+                   environ: dict[str, str]) -> tuple[CameraRecord, tuple[int, int]]:
+    """Run `run_cameras` in a process of its own with ``environ``; its record and window."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--cameras-only",
+               "--duration", str(args.duration), "--camera-qos", args.camera_qos,
+               "--publish-order", args.publish_order, "--seed", str(args.seed)]
+    run = subprocess.run(command, env=environ, stdout=subprocess.PIPE, text=True, check=False,
+                         timeout=WARMUP_S + args.duration + CAMERAS_TIMEOUT_S)
+    if run.returncode != 0:
+        raise SystemExit(f"the camera process failed with exit code {run.returncode}")
+    record = json.loads(run.stdout)
+    window = record.pop("window")
+    return CameraRecord(**record), (window[0], window[1])
+
+
+def measure(context: Context, args: argparse.Namespace, camera_environ: dict[str, str]) -> dict:
+    recorder = Recorder(context)
     log("loading the model and starting the node")
     node = start_node(context, args)
     try:
-        with spinning(context, [node, cameras, recorder]):
-            wait_for(lambda: connected(node, cameras, qos.reliability), "discovery")
-            window = stream(cameras, args.duration)
+        with spinning(context, [node, recorder]):
+            wait_for(lambda: recorded(node), "discovery")
+            cameras, window = camera_process(args, camera_environ)
             setup = setup_report(node, args)
             time.sleep(DRAIN_S)
         node._stop()
     finally:
-        for each in (node, cameras, recorder):
+        for each in (node, recorder):
             each.destroy_node()
     rgb_sent = set(cameras.sent["rgb"])
     outputs = [o for o in recorder.outputs
                if window[0] <= o.stamp_ns < window[1] and o.stamp_ns in rgb_sent]
     slop_ns = round(setup["parameters"]["slop_s"] * 1e9)
-    return {"scenario": scenario_report(args),
+    return {"scenario": scenario_report(args, os.environ.get(TRANSPORT_VARIABLE, "")),
             "cameras": camera_report(cameras, dict(node.stats.received), window,
                                      args.duration),
             **fusion_report(outputs, cameras.sent["ir"], slop_ns),
@@ -321,13 +387,16 @@ def measure(context: Context, args: argparse.Namespace) -> dict:
             **setup}
 
 
-def scenario_report(args: argparse.Namespace) -> dict:
+def scenario_report(args: argparse.Namespace, node_transport: str) -> dict:
     return {"rgb": f"640x480 rgb8 at {RGB_HZ:g} Hz",
             "ir": (f"640x512 mono16 at {IR_HZ:g} Hz, +-{IR_JITTER_NS / 1e6:g} ms stamp "
                    f"jitter, {IR_DROP:.0%} dropped, published {IR_DELIVERY_NS / 1e6:g} ms "
                    "after the stamp"),
-            "camera_qos": f"{args.camera_qos}, depth 10", "warmup_s": WARMUP_S,
-            "duration_s": args.duration, "seed": args.seed}
+            "camera_qos": f"{args.camera_qos}, depth 10",
+            "publish_order": args.publish_order,
+            "node_transport": f"{TRANSPORT_VARIABLE}={node_transport}" if node_transport
+            else "the middleware's default",
+            "warmup_s": WARMUP_S, "duration_s": args.duration, "seed": args.seed}
 
 
 def parse_args() -> argparse.Namespace:
@@ -338,16 +407,29 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model-config", default="",
                         help="run this (untrained) model config instead of the checkpoint, "
                              "e.g. ivt_tiny_test.yaml")
+    parser.add_argument("--publish-order", choices=tuple(PUBLISH_ORDERS), default="rgb-first",
+                        help="which camera's frames go first when both are due in one tick")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cameras-only", action="store_true",
+                        help="be the camera process (the benchmark starts it)")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.cameras_only:
+        run_cameras(args)
+        return
+    camera_environ = dict(os.environ)  # the cameras keep the middleware's defaults
+    # As the node's entry point does, before this process's first node.
+    transport = choose_transport(os.environ, kernel_rmem_max())
+    os.environ.update(transport.environment)
+    if transport.message:
+        log(transport.message)
     context = Context()
     rclpy.init(context=context)
     try:
-        report = measure(context, args)
+        report = measure(context, args, camera_environ)
     finally:
         context.try_shutdown()
     print(json.dumps(report, indent=2))

@@ -2,6 +2,8 @@
 latest pair wins, and no sticky state (the real-DDS versions are in test/ros/test_fusion.py)."""
 import random
 
+import pytest
+
 from ivtuning_ros.ros.pairing import MAX_IR_WAIT_NS, Frame, FramePairer
 
 MS = 1_000_000
@@ -175,3 +177,83 @@ def test_backwards_rgb_refused_and_loop_resets():
     assert pairer.counters["stamps_backwards"] == 1
     assert pairer.add_rgb(frame(clock, 100))  # a bag loop
     assert pairer.counters["time_reset"] == 1
+
+
+def feed(pairer: FramePairer, clock: Clock, events) -> list:
+    """`run` without the final flush: the worker takes every 10 ms while time passes."""
+    taken = []
+    for at_ms, stream, stamp_ms in sorted(events, key=lambda e: e[0]):
+        while clock.now < int(at_ms * MS):
+            clock.now = min(int(at_ms * MS), clock.now + 10 * MS)
+            pair = pairer.take(timeout=0)
+            if pair is not None:
+                taken.append(pair)
+        (pairer.add_rgb if stream == "rgb" else pairer.add_ir)(frame(clock, stamp_ms))
+    return taken
+
+
+def test_no_false_clock_offset_at_5_hz_rgb_and_8_7_hz_ir_with_drops():
+    # One clock, no offset; thermal frames jitter, arrive 30 ms late, 10% lost; RGB loses 5%.
+    rng = random.Random(1)
+    events, ir_stamps = [], []
+    for i in range(150):  # 30 s of RGB
+        if rng.random() >= 0.05:
+            events.append((100 + i * 200 + 3, "rgb", 100 + i * 200))
+    for i in range(261):  # 30 s of IR
+        stamp = 100 + i * 1000 / 8.7 + rng.uniform(-5, 5)
+        if rng.random() >= 0.1:
+            ir_stamps.append(stamp)
+            events.append((stamp + 30, "ir", stamp))
+    clock = Clock()
+    pairer = make(clock)
+    taken = run(pairer, clock, events)
+    reasons = [p.alone_because for p in taken if p.ir is None]
+    assert "ir_clock_offset" not in reasons, reasons.count("ir_clock_offset")
+    has_partner = [p for p in taken
+                   if any(abs(s * MS - p.rgb.stamp_ns) <= SLOP for s in ir_stamps)]
+    assert len(has_partner) > 30
+    assert all(p.ir is not None for p in has_partner), \
+        f"{sum(p.ir is not None for p in has_partner)} of {len(has_partner)} fused"
+    assert abs(pairer.stamp_offset_ns() + 27 * MS) < 10 * MS  # RGB 3 ms late, IR 30 ms
+    assert pairer.clock_offset_ns() is None
+
+
+def offset_cameras(start_ms: float, seconds: float, offset_ms: float, ir_first: bool):
+    """Both cameras at 10 Hz, one clock apart from ``offset_ms`` added to the IR stamps."""
+    events = []
+    for i in range(int(seconds * 10)):
+        t = start_ms + i * 100
+        events += [(t + (2 if ir_first else 3), "ir", t + offset_ms),
+                   (t + (3 if ir_first else 2), "rgb", t)]
+    return events
+
+
+@pytest.mark.parametrize("offset_ms", [1000, -1000, 3000, -3000])
+@pytest.mark.parametrize("ir_first", [True, False])
+def test_ir_clock_offset_is_declared_and_heals_within_half_a_second(offset_ms, ir_first):
+    clock = Clock()
+    pairer = make(clock)
+    healthy = feed(pairer, clock, offset_cameras(100, 2, 0, ir_first))
+    assert healthy[5:] and all(p.ir is not None for p in healthy[5:])
+    off = feed(pairer, clock, offset_cameras(2100, 3, offset_ms, ir_first))
+    # From half a second after the onset: RGB-only, named, and no frame fused with an IR
+    # frame captured a second or more away (IR ahead: stamps still pair within slop).
+    late = [p for p in off if p.rgb.stamp_ns >= 2600 * MS]
+    assert late and all(p.ir is None and p.alone_because == "ir_clock_offset" for p in late), \
+        [(p.ir is not None, p.alone_because) for p in late]
+    assert abs(pairer.clock_offset_ns() - offset_ms * MS) < 10 * MS
+    fixed = feed(pairer, clock, offset_cameras(5100, 2, 0, ir_first))
+    # Fused again from half a second after the fix (a frame per 100 ms).
+    assert all(p.ir is not None for p in fixed if p.rgb.stamp_ns >= 5600 * MS), \
+        [(p.rgb.stamp_ns // MS, p.alone_because) for p in fixed]
+    assert pairer.clock_offset_ns() is None
+
+
+def test_pairs_across_a_clock_offset_are_fused_when_asked():
+    clock = Clock()
+    pairer = make(clock, fuse_despite_clock_offset=True)
+    taken = feed(pairer, clock, offset_cameras(100, 3, 1000, ir_first=True))
+    assert abs(pairer.clock_offset_ns() - 1000 * MS) < 10 * MS
+    late = [p for p in taken if p.rgb.stamp_ns >= 2100 * MS]
+    assert late and all(p.ir is not None for p in late)
+    assert all(p.ir.stamp_ns == p.rgb.stamp_ns for p in late)  # captured a second apart

@@ -157,19 +157,48 @@ def postprocess(pred_logits: Tensor, pred_boxes: Tensor, letterbox: Letterbox,
     ]
 
 
+# Logits are resized bilinearly to at most this many pixels (1080p fits, unchanged); a larger
+# original gets its class map from that size by nearest neighbour. At 4096^2 the full-size
+# logits took K x 64 MB and about 1.8 s on a 2-core CPU, for no detail the network's
+# 512x640-class output holds.
+MAX_LOGIT_PIXELS = 1 << 21
+
+
 def segmentation_to_original(seg_logits: Tensor, letterbox: Letterbox) -> Tensor:
     """Class map in original pixels from logits at network input resolution (graph-safe).
 
     The padding is cropped before resizing, so padded pixels never bleed into
-    the image border.
+    the image border. Originals over `MAX_LOGIT_PIXELS` are resized bilinearly to the
+    largest size within it with their aspect ratio, then to the original by nearest
+    neighbour (the branch depends only on the letterbox, a static shape).
 
     Args:
         seg_logits: (B, K, in_h, in_w).
         letterbox: applies to every image of the batch.
     Returns:
-        (B, orig_h, orig_w) int64 class indices.
+        (B, orig_h, orig_w) class indices: int64, or uint8 for originals over
+        `MAX_LOGIT_PIXELS` (at most 256 classes then).
     """
     rows, cols = letterbox.valid_slices
-    logits = F.interpolate(seg_logits[..., rows, cols], size=(letterbox.orig_h, letterbox.orig_w),
-                           mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1)
+    orig = (letterbox.orig_h, letterbox.orig_w)
+    pixels = orig[0] * orig[1]
+    if pixels <= MAX_LOGIT_PIXELS:
+        logits = F.interpolate(seg_logits[..., rows, cols], size=orig, mode="bilinear",
+                               align_corners=False)
+        return logits.argmax(dim=1)
+    shrink = (MAX_LOGIT_PIXELS / pixels) ** 0.5
+    size = (max(1, int(orig[0] * shrink)), max(1, int(orig[1] * shrink)))
+    logits = F.interpolate(seg_logits[..., rows, cols], size=size, mode="bilinear",
+                           align_corners=False)
+    classes = logits.argmax(dim=1).to(torch.uint8)
+    # Nearest neighbour with pixel centres aligned (torch's "nearest-exact"), as two gathers:
+    # that mode has no ONNX export, and "nearest" shifts the map by up to a source pixel.
+    row_index = _nearest_source(orig[0], size[0], classes.device)
+    col_index = _nearest_source(orig[1], size[1], classes.device)
+    return classes.index_select(1, row_index).index_select(2, col_index)
+
+
+def _nearest_source(out_size: int, in_size: int, device: torch.device) -> Tensor:
+    """(out_size,) int64: the source index whose pixel centre is nearest each output's."""
+    centres = torch.arange(out_size, device=device, dtype=torch.float32) + 0.5
+    return (centres * (in_size / out_size)).floor().clamp(max=in_size - 1).long()

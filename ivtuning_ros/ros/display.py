@@ -59,6 +59,7 @@ class LatestJobThread:
                 self._work(job)
             except Exception as exc:  # display must never take the node down
                 self._on_error(exc)
+            del job  # not held while waiting: a 4096x4096 frame is 48 MB
 
 
 def _run_in_background() -> None:

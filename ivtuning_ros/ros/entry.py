@@ -14,6 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
+from .transport import TransportChoice, choose_transport, kernel_rmem_max
+
 # launch_ros writes the parameters given as a dict in a launch file (this package's launch
 # arguments) to a temporary file named so.
 LAUNCH_PARAMS_PREFIX = "launch_params_"
@@ -52,6 +54,9 @@ def run(args: list[str] | None = None) -> int:
     problem = _params_file_problem(argv)  # before the heavy imports: a bad file fails at once
     if problem:
         return _fail(problem, 2)
+    from .dds_memory import use_dynamic_history_memory
+
+    use_dynamic_history_memory()  # before the first participant: Fast DDS reads it once
     import rclpy
     from rclpy.exceptions import ParameterException
     from rclpy.executors import SingleThreadedExecutor
@@ -59,6 +64,9 @@ def run(args: list[str] | None = None) -> int:
 
     context = rclpy.Context()
     node = None
+    # Before the first node: it creates the process's DDS participant, with this transport.
+    transport = choose_transport(os.environ, kernel_rmem_max())
+    os.environ.update(transport.environment)
     try:
         try:
             rclpy.init(args=args, context=context,
@@ -79,6 +87,7 @@ def run(args: list[str] | None = None) -> int:
             return _fail(f"{message}; fix it in {_where_set(message, argv)}", 2)
         finally:
             boot.destroy_node()
+        _log_transport(node, transport)
         if node.settings.autostart and not _start(node):
             return 1
         executor = SingleThreadedExecutor(context=context)
@@ -149,6 +158,14 @@ def _file_sets(path: str, name: str) -> bool:
         return False
     return isinstance(data, dict) and any(
         isinstance(v, dict) and name in (v.get("ros__parameters") or {}) for v in data.values())
+
+
+def _log_transport(node, transport: TransportChoice) -> None:
+    # One call site per severity: rclpy refuses two severities at one site.
+    if transport.warn:
+        node.get_logger().warning(transport.message)
+    elif transport.message:
+        node.get_logger().info(transport.message)
 
 
 def _start(node) -> bool:

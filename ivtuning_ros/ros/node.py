@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,14 @@ from vision_msgs.msg import (
 )
 
 from ..model import load_model
-from ..runtime import Engine, EngineOptions, Result, count_non_finite
+from ..runtime import (
+    LARGE_LAYOUT_PIXELS,
+    Engine,
+    EngineOptions,
+    Result,
+    count_non_finite,
+    trim_host_heap,
+)
 from ..runtime.fusion import FusionRunner
 from ..runtime.registration import (
     homography_from_calibration,
@@ -71,7 +79,8 @@ from .params import (
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 QOS_FOLLOW_PERIOD_S = 0.25  # graph queries cost microseconds
-IR_LOG_PERIOD_S = 10.0  # IR up/silent changes are logged at most this often
+IR_LOG_PERIOD_S = 10.0  # IR up/silent lines: at most IR_LOG_BURST in this many seconds,
+IR_LOG_BURST = 2  # so a dropout and its return log at once; more changes are summarised
 MIN_OUTPUTS_FOR_WARN = 5  # "nothing fused" needs this many outputs in the window
 
 
@@ -107,6 +116,7 @@ class PerceptionNode(LifecycleNode):
         self._fusion: FusionRunner | None = None
         self._fused_at = 0.0  # monotonic time of the last fused image
         self._last_fused: np.ndarray | None = None
+        self._trim_pending = False  # a large frame came: trim the heap after a normal pair
         self._running = threading.Event()
         self._subscriptions_: dict[str, object] = {}
         self._image_qos: dict[str, ReliabilityPolicy] = {}
@@ -116,8 +126,10 @@ class PerceptionNode(LifecycleNode):
         self._logged: set[str] = set()
         self._state = "unconfigured"
         self._ir_was_alive = False
-        self._ir_logged_at = -IR_LOG_PERIOD_S
+        self._ir_logged_at: deque[float] = deque(maxlen=IR_LOG_BURST)  # monotonic s
         self._ir_changes_unlogged = 0
+        self._ir_changed_at = 0.0
+        self._ir_log_lock = threading.Lock()  # the worker and the diagnostics timer log
         self._reported_errors: dict[str, int] = {}
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Steady time: a sim clock that stands still (no /clock yet, a paused bag) must
@@ -229,7 +241,8 @@ class PerceptionNode(LifecycleNode):
         settings = self.settings
         self._pairer = FramePairer(int(settings.slop * 1e9), int(settings.ir_timeout * 1e9),
                                    int(settings.stale_after * 1e9),
-                                   max_wait_ns=int(settings.ir_max_wait * 1e9))
+                                   max_wait_ns=int(settings.ir_max_wait * 1e9),
+                                   fuse_despite_clock_offset=settings.fuse_despite_clock_offset)
         self._display = LatestJobThread("ivtuning-display", self._publish_display,
                                         self._display_failed, background=True)
         self._subscribe()
@@ -445,8 +458,10 @@ class PerceptionNode(LifecycleNode):
         try:
             array = convert(msg, max_pixels=self.settings.max_image_pixels)
         except ImageError as exc:
+            self._trim_pending |= exc.kind == "too_large"
             self._refuse(stream, f"{stream}_{exc.kind}", str(exc))
             return
+        self._trim_pending |= _is_large(array[0] if stream == "rgb" else array)  # (rgb, bgr)
         if stream == "ir" and count_non_finite(array):
             self._bad_input("ir_non_finite", "IR image has NaN or infinite pixels: +inf reads "
                             "as the hottest, -inf and NaN as the coldest value of the frame")
@@ -460,11 +475,14 @@ class PerceptionNode(LifecycleNode):
         self.stats.accepted(stream, received)
 
     def _checked_header(self, stream: str, header) -> bool:
-        """Repair or refuse implausible headers (documented in README): a zero stamp becomes
-        the receipt time on the node's clock; a stamp farther than ``max_stamp_offset`` from
-        the node's clock refuses the frame; an empty RGB frame_id becomes
-        ``fallback_frame_id``."""
+        """Repair or refuse implausible headers (documented in README): nanosec >= 1e9 is
+        carried into sec (the same instant, as ROS clients read it; outputs republish the
+        header); a zero stamp becomes the receipt time on the node's clock; a stamp farther
+        than ``max_stamp_offset`` from the node's clock refuses the frame; an empty RGB
+        frame_id becomes ``fallback_frame_id``."""
         now = self.get_clock().now()
+        if header.stamp.nanosec >= 1_000_000_000:
+            self._normalise_nanosec(stream, header.stamp)
         if header.stamp.sec == 0 and header.stamp.nanosec == 0:
             header.stamp = now.to_msg()
             self._bad_input(f"{stream}_stamp_zero", f"{stream} image stamp is zero; stamped "
@@ -481,6 +499,13 @@ class PerceptionNode(LifecycleNode):
             self._bad_input("rgb_frame_id_empty", "RGB image has an empty frame_id; outputs "
                             f"use fallback_frame_id '{header.frame_id}'")
         return True
+
+    def _normalise_nanosec(self, stream: str, stamp) -> None:
+        carry, nanosec = divmod(stamp.nanosec, 1_000_000_000)
+        self._bad_input(f"{stream}_stamp_nanosec_overflow",
+                        f"{stream} image stamp has nanosec {stamp.nanosec} (>= 1e9); carried "
+                        "into sec, the same instant (fix the camera driver's stamps)")
+        stamp.sec, stamp.nanosec = min(stamp.sec + carry, 2**31 - 1), nanosec
 
     def _stamp_fix(self, now_ns: int) -> str:
         if now_ns == 0 and self.get_parameter("use_sim_time").value:
@@ -540,21 +565,38 @@ class PerceptionNode(LifecycleNode):
         self.stats.sample("age", (self.get_clock().now().nanoseconds
                                   - stamp_ns(header.stamp)) / 1e6, now)
         self.stats.sample("overhead", rgb_cost + ir_cost + publish_ms, now)
+        if self._trim_pending and not _is_large(rgb) and not (ir is not None and _is_large(ir)):
+            # The large frame's message, conversion and engine buffers are gone by now;
+            # glibc would otherwise keep much of their memory in its arenas for good.
+            self._trim_pending = False
+            trim_host_heap()
 
     def _note_ir_state(self) -> None:
-        """Log IR coming and going, at most once per IR_LOG_PERIOD_S (a flaky cable would
-        otherwise flood the log); the count of changes in between goes with the message."""
-        alive = self._pairer.ir_alive()
-        if alive == self._ir_was_alive:
+        """Log IR coming and going; called per frame by the worker and per report by the
+        diagnostics timer (`_fusion_summary`). At most IR_LOG_BURST lines per
+        IR_LOG_PERIOD_S (a flaky cable would otherwise flood the log): a change beyond that
+        is counted, and the state the stream is in is logged as soon as the limit allows,
+        with the count, so no transition is hidden and the last one is always logged."""
+        pairer = self._pairer
+        if pairer is None:
             return
-        self._ir_was_alive = alive
+        alive = pairer.ir_alive()
         now = time.monotonic()
-        if now - self._ir_logged_at < IR_LOG_PERIOD_S:
-            self._ir_changes_unlogged += 1
-            return
-        changes = (f" ({self._ir_changes_unlogged} changes since the last message)"
-                   if self._ir_changes_unlogged else "")
-        self._ir_logged_at, self._ir_changes_unlogged = now, 0
+        with self._ir_log_lock:
+            if alive != self._ir_was_alive:
+                self._ir_was_alive = alive
+                self._ir_changes_unlogged += 1
+                self._ir_changed_at = now
+            logged = self._ir_logged_at
+            if not self._ir_changes_unlogged or (
+                    len(logged) == IR_LOG_BURST and now - logged[0] < IR_LOG_PERIOD_S):
+                return
+            logged.append(now)
+            count, since = self._ir_changes_unlogged, now - self._ir_changed_at
+            self._ir_changes_unlogged = 0
+            alive = self._ir_was_alive
+        changes = (f" ({count} changes since the last message, this one {since:.1f} s ago)"
+                   if count > 1 or since >= 1.0 else "")
         # One call site per severity: rclpy refuses two severities at one site.
         if alive:
             self.get_logger().info(f"IR stream up: fusing RGB + IR{changes}")
@@ -703,22 +745,32 @@ class PerceptionNode(LifecycleNode):
 
     def _fusion_summary(self, now_ns: int) -> dict:
         """Fusion over the recent window: outputs, fused fraction, the main RGB-only reason,
-        the IR stamp offset, and one state word for ``ir_state``."""
+        the IR stamp offset (and, while the IR clock is off, ``clock_offset_ms``, its
+        ``limit_ms`` and whether such pairs are fused), and one state word for ``ir_state``.
+        Called per report, it also logs an IR change the worker could not (`_note_ir_state`)."""
+        self._note_ir_state()
         outputs, fused, reasons = self.stats.fusion(now_ns)
         pairer = self._pairer
         offset = pairer.stamp_offset_ns() if pairer is not None else None
+        limit = pairer.offset_limit_ns() if pairer is not None else 0
+        clock_off = offset is not None and abs(offset) > limit
+        fuse_off = pairer is not None and pairer.fuse_despite_clock_offset
         if pairer is None:
             state = "inactive"
         elif not pairer.ir_alive():
             refused = self._refusal("ir", now_ns)
             state = f"rgb_only (IR refused: {refused[0]})" if refused else "rgb_only (IR silent)"
+        elif clock_off:
+            state = "fused across ir_clock_offset" if fuse_off else "rgb_only (ir_clock_offset)"
         elif outputs and not fused:
             state = f"rgb_only ({reasons.most_common(1)[0][0]})"
         else:
             state = "fused" if fused else "waiting for frames"
         return {"outputs": outputs, "fused": fused, "fraction": fused / outputs if outputs
                 else 0.0, "reasons": reasons, "state": state,
-                "offset_ms": "" if offset is None else f"{offset / 1e6:.1f}"}
+                "offset_ms": "" if offset is None else f"{offset / 1e6:.1f}",
+                "clock_offset_ms": offset / 1e6 if clock_off else None,
+                "limit_ms": limit / 1e6, "fuse_across_offset": fuse_off}
 
     def _refused_message(self) -> str | None:
         """The WARN for a camera whose frames arrive but are all refused (RGB first)."""
@@ -734,7 +786,8 @@ class PerceptionNode(LifecycleNode):
         """ERROR when the node cannot run; OK while inactive; else WARN only for a cause a
         user can act on, the most urgent first: a camera's frames arrive but all are refused
         (RGB before IR: without RGB nothing runs; this also explains "IR silent"), IR silent,
-        nothing fused, new bad input (reported once, so it goes before the lasting warning),
+        the IR clock off (even while stamps pair: such pairs were captured apart), nothing
+        fused, new bad input (reported once, so it goes before the lasting warning),
         an untrained model without allow_untrained (last: it lasts as long as the node runs
         and would hide the others); OK otherwise, whatever share of frames is fused."""
         errors = dict(self.stats.errors)
@@ -752,13 +805,10 @@ class PerceptionNode(LifecycleNode):
             return DiagnosticStatus.WARN, (
                 f"IR silent for over {self.settings.ir_timeout:g} s: RGB-only inference; check "
                 "the thermal camera and the ~/ir/image remapping")
+        if fusion["clock_offset_ms"] is not None:
+            return DiagnosticStatus.WARN, _clock_offset_message(fusion)
         if fusion["outputs"] >= MIN_OUTPUTS_FOR_WARN and not fusion["fused"]:
             slop_ms = self.settings.slop * 1e3
-            if fusion["reasons"].get("ir_clock_offset"):
-                return DiagnosticStatus.WARN, (
-                    f"no output fused in {window}: IR stamps are about {fusion['offset_ms']} ms "
-                    f"off RGB, beyond slop ({slop_ms:g} ms); synchronise the camera clocks "
-                    "(PTP/chrony) or stamp both at exposure")
             return DiagnosticStatus.WARN, (
                 f"no output fused in {window} although IR arrives: no IR stamp within slop "
                 f"({slop_ms:g} ms) of the RGB frames processed; raise slop or check the stamps")
@@ -773,6 +823,19 @@ class PerceptionNode(LifecycleNode):
             return DiagnosticStatus.OK, (f"fusing RGB + IR ({100 * fusion['fraction']:.0f}% "
                                          f"of outputs in {window})")
         return DiagnosticStatus.OK, "running"
+
+
+def _clock_offset_message(fusion: dict) -> str:
+    """The WARN for an IR clock that is off: the measured offset, what the node does, the fix."""
+    offset = fusion["clock_offset_ms"]
+    doing = ("fusing them anyway (fuse_despite_clock_offset: true)"
+             if fusion["fuse_across_offset"] else
+             "running RGB-only instead (ir_clock_offset; fuse_despite_clock_offset: false)")
+    return (f"IR stamps are about {offset:+.0f} ms off RGB: the IR clock runs "
+            f"{'ahead' if offset > 0 else 'behind'} by more than 3 frame periods "
+            f"({fusion['limit_ms']:.0f} ms), judged on receipt times; pairs by stamp were "
+            f"captured that far apart: {doing}; synchronise the camera clocks (PTP/chrony) "
+            "or stamp both at exposure")
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -799,3 +862,8 @@ def _qos_name(reliability: ReliabilityPolicy | None) -> str:
     if reliability is None:
         return ""
     return "reliable" if reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+
+
+def _is_large(image: np.ndarray) -> bool:
+    """Over `LARGE_LAYOUT_PIXELS` (width x height): its memory is worth trimming after."""
+    return image.shape[0] * image.shape[1] > LARGE_LAYOUT_PIXELS

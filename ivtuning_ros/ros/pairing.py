@@ -11,16 +11,29 @@ Rules, with stamps in nanoseconds. An RGB frame is *settled* as
 * RGB-only, with a reason, when no partner can come:
   ``ir_silent`` - no IR received for ``ir_timeout`` (or since the pairer was
   made: the first RGB frames wait for IR like any other);
-  ``no_ir_within_slop`` - an IR frame stamped after ``stamp + slop`` arrived
-  (IR went past it: a lost IR frame, or a slower thermal camera), or the frame
-  waited ``max_wait`` of receipt time;
-  ``ir_clock_offset`` - as the previous, while recent IR stamps systematically
-  lie farther than ``slop`` from every RGB stamp (see `stamp_offset_ns`); such
-  frames do not wait at all.
+  ``no_ir_within_slop`` - the IR frame received last is stamped after
+  ``stamp + slop`` (IR went past it: a lost IR frame, or a slower thermal
+  camera), or the frame waited ``max_wait`` of receipt time;
+  ``ir_clock_offset`` - while the IR clock is off (below); such frames do not
+  wait, and an IR frame stamped within ``slop`` is not used unless
+  ``fuse_despite_clock_offset``: it was captured about the offset apart.
+
+The IR clock is off when the stamp offset (`stamp_offset_ns`: median RGB receipt
+lag minus median IR receipt lag, lag = receipt time - stamp, over the last
+``OFFSET_WINDOW_NS``) exceeds `offset_limit_ns`: ``CLOCK_OFFSET_PERIODS`` frame
+periods of the slower camera, at least ``CLOCK_OFFSET_MIN_NS``. Cameras on one
+clock differ only by their delivery latencies, well below that; whatever the
+frame rates, drops or pairing, the test is the same. Among IR frames within
+``slop`` of an RGB frame, one whose receipt lag agrees with the RGB frame's
+(within the limit) is preferred, so a clock that was fixed pairs right at once;
+one that disagrees is used only as a last resort (a stalled callback) and
+never while the clock is off, unless asked for.
+
 Several RGB frames may wait at once, each with its own deadline, so a frame that
 waits adds no latency to the frames behind it. A settled pair older than the
 newest pair already offered is superseded (latest pair wins). No state is
-sticky: every RGB frame is judged on the IR frames around it.
+sticky: every RGB frame is judged on the IR frames around it and the last
+``OFFSET_WINDOW_NS`` of receipt lags.
 
 IR frames are kept sorted by stamp (a reordered IR frame is inserted, not
 refused); an RGB stamp going backwards is refused (``stamps_backwards``); a jump
@@ -36,15 +49,22 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 TIME_RESET_NS = 1_000_000_000
 MAX_IR_WAIT_NS = 100_000_000
 IR_HISTORY = 16
 MAX_WAITING_RGB = 8
-# Frames behind the stamp-offset estimate (per stream); ~1-2 s of a thermal camera.
-OFFSET_SAMPLES = 16
-OFFSET_MIN_IR = 4  # IR frames needed before a clock offset is declared
+# The stamp-offset estimate: each stream's receipt lags of the last OFFSET_WINDOW_NS, or
+# its newest OFFSET_WINDOW_FRAMES where those are more; none before OFFSET_MIN_FRAMES.
+OFFSET_WINDOW_NS = 500_000_000
+OFFSET_WINDOW_FRAMES = 5
+OFFSET_MIN_FRAMES = 3
+RECENT_FRAMES = 64  # per stream: 0.5 s at 120 Hz
+PERIOD_FRAMES = 16  # the frame period is the median stamp step of these
+CLOCK_OFFSET_PERIODS = 3  # a stamp offset beyond this many frame periods is a clock offset,
+CLOCK_OFFSET_MIN_NS = 200_000_000  # and beyond this (delivery latencies differ this much)
 RGB_ONLY_REASONS = ("ir_silent", "no_ir_within_slop", "ir_clock_offset")
 
 
@@ -69,7 +89,8 @@ class Pair:
 
 
 class FramePairer:
-    """Thread-safe pairing state; see the module docstring.
+    """Thread-safe pairing state; see the module docstring. ``fuse_despite_clock_offset``:
+    while the IR clock is off, still fuse with an IR frame stamped within ``slop``.
 
     ``counters`` counts dropped pairs (``dropped_replaced``: a newer pair took its
     place; ``dropped_stale``: too old when the worker was free), refused input
@@ -78,11 +99,13 @@ class FramePairer:
 
     def __init__(self, slop_ns: int, ir_timeout_ns: int, stale_ns: int,
                  max_wait_ns: int = MAX_IR_WAIT_NS,
-                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock: Callable[[], int] = time.monotonic_ns,
+                 fuse_despite_clock_offset: bool = False) -> None:
         self.slop_ns = slop_ns
         self.ir_timeout_ns = ir_timeout_ns
         self.stale_ns = stale_ns
         self.max_wait_ns = max_wait_ns
+        self.fuse_despite_clock_offset = fuse_despite_clock_offset
         self._clock = clock  # the clock of Frame.received_ns
         self.counters: Counter[str] = Counter()
         self._lock = threading.Condition()
@@ -92,10 +115,11 @@ class FramePairer:
         self._newest_offered_ns: int | None = None
         self._last_rgb_ns: int | None = None
         self._last_ir_received_ns: int | None = None
+        self._last_ir_stamp_ns: int | None = None  # of the IR frame received last
         self._created_ns = clock()  # IR counts as silent only ir_timeout after this
-        self._rgb_recent: deque[Frame] = deque(maxlen=4 * OFFSET_SAMPLES)
-        self._ir_lags: deque[int] = deque(maxlen=OFFSET_SAMPLES)
-        self._rgb_lags: deque[int] = deque(maxlen=OFFSET_SAMPLES)
+        # Per stream, in receipt order: (receipt time, receipt lag, stamp).
+        self._recent: dict[str, deque[tuple[int, int, int]]] = {
+            s: deque(maxlen=RECENT_FRAMES) for s in ("rgb", "ir")}
         self._closed = False
 
     # Input ------------------------------------------------------------------------------
@@ -109,15 +133,14 @@ class FramePairer:
                     return False
                 self._reset()
             self._last_rgb_ns = frame.stamp_ns
-            self._rgb_recent.append(frame)
-            self._rgb_lags.append(frame.received_ns - frame.stamp_ns)
-            partner = self._closest_ir(frame.stamp_ns)
-            if partner is not None:
+            self._note("rgb", frame)
+            limit, clock_offset = self._clock_check()
+            partner, apart = self._partner(frame, limit)
+            if partner is not None and not apart:
                 self._offer(Pair(frame, partner))
-            elif self._ir_silent(frame.received_ns):
-                self._offer(Pair(frame, None, "ir_silent"))
-            elif self._ir_past(frame.stamp_ns) or self._offset_apart():
-                self._offer(Pair(frame, None, self._no_partner_reason()))
+            elif (clock_offset is not None or self._ir_silent(frame.received_ns)
+                  or self._ir_past(frame.stamp_ns)):
+                self._offer(self._settle(frame, limit, clock_offset))
             else:
                 if len(self._waiting) == MAX_WAITING_RGB:
                     self._waiting.popleft()
@@ -136,16 +159,19 @@ class FramePairer:
             bisect.insort(self._ir, frame, key=lambda f: f.stamp_ns)
             del self._ir[:-IR_HISTORY]
             self._last_ir_received_ns = frame.received_ns
-            self._ir_lags.append(frame.received_ns - frame.stamp_ns)
+            self._last_ir_stamp_ns = frame.stamp_ns
+            self._note("ir", frame)
+            limit, clock_offset = self._clock_check()
             settled = None  # the newest waiting frame this IR frame settles
             while self._waiting:
                 rgb = self._waiting[0]
-                if abs(frame.stamp_ns - rgb.stamp_ns) <= self.slop_ns:
+                if (abs(frame.stamp_ns - rgb.stamp_ns) <= self.slop_ns
+                        and not _apart(rgb, frame, limit)):
                     pair = Pair(rgb, frame)
-                elif frame.stamp_ns > rgb.stamp_ns + self.slop_ns:
-                    pair = Pair(rgb, None, self._no_partner_reason())
+                elif clock_offset is not None or frame.stamp_ns > rgb.stamp_ns + self.slop_ns:
+                    pair = self._settle(rgb, limit, clock_offset)
                 else:
-                    break  # this IR frame is older than the remaining waiting frames
+                    break  # older than the remaining waiting frames, or captured apart
                 self._waiting.popleft()
                 if settled is not None:
                     self.counters["dropped_replaced"] += 1
@@ -191,9 +217,22 @@ class FramePairer:
 
     def stamp_offset_ns(self) -> int | None:
         """Estimated IR stamp minus RGB stamp for frames that arrive together (clock offset
-        plus the difference of the cameras' delivery latencies); None before enough frames."""
+        plus the difference of the cameras' delivery latencies; positive: the IR clock is
+        ahead); None before ``OFFSET_MIN_FRAMES`` frames of each stream."""
         with self._lock:
             return self._stamp_offset()
+
+    def clock_offset_ns(self) -> int | None:
+        """`stamp_offset_ns` while it exceeds `offset_limit_ns` (the IR clock is off), else
+        None."""
+        with self._lock:
+            return self._clock_check()[1]
+
+    def offset_limit_ns(self) -> int:
+        """The largest stamp offset taken for delivery latencies: ``CLOCK_OFFSET_PERIODS``
+        frame periods of the slower camera, at least ``CLOCK_OFFSET_MIN_NS``."""
+        with self._lock:
+            return self._clock_check()[0]
 
     # Internals (called with the lock held) ---------------------------------------------
     def _offer(self, pair: Pair) -> None:
@@ -217,55 +256,82 @@ class FramePairer:
                 self.counters["dropped_replaced"] += 1
             expired = self._waiting.popleft()
         if expired is not None:
-            reason = "ir_silent" if self._ir_silent(now_ns) else self._no_partner_reason()
-            self._offer(Pair(expired, None, reason))
+            self._offer(self._settle(expired, *self._clock_check()))
+
+    def _settle(self, rgb: Frame, limit: int, clock_offset: int | None) -> Pair:
+        """The pair of an RGB frame that waits no longer: its best partner, or alone."""
+        partner, apart = self._partner(rgb, limit)
+        if partner is not None and not apart:
+            return Pair(rgb, partner)
+        if self._ir_silent(self._clock()):
+            return Pair(rgb, None, "ir_silent")
+        if partner is not None and (clock_offset is None or self.fuse_despite_clock_offset):
+            return Pair(rgb, partner)  # lags disagree, no clock offset: one frame delayed
+        return Pair(rgb, None, "no_ir_within_slop" if clock_offset is None
+                    else "ir_clock_offset")
 
     def _reset(self) -> None:
         self.counters["time_reset"] += 1
         self._ir.clear()
         self._waiting.clear()
-        self._rgb_recent.clear()
-        self._ir_lags.clear()
-        self._rgb_lags.clear()
+        for recent in self._recent.values():
+            recent.clear()
         self._pending = None
-        self._newest_offered_ns = self._last_rgb_ns = None
+        self._newest_offered_ns = self._last_rgb_ns = self._last_ir_stamp_ns = None
 
-    def _closest_ir(self, stamp_ns: int) -> Frame | None:
-        best = min(self._ir, key=lambda f: abs(f.stamp_ns - stamp_ns), default=None)
-        if best is None or abs(best.stamp_ns - stamp_ns) > self.slop_ns:
-            return None
-        return best
+    def _note(self, stream: str, frame: Frame) -> None:
+        self._recent[stream].append(
+            (frame.received_ns, frame.received_ns - frame.stamp_ns, frame.stamp_ns))
+
+    def _partner(self, rgb: Frame, limit: int) -> tuple[Frame | None, bool]:
+        """(the IR frame within ``slop`` of ``rgb``, those captured with it first, closest
+        stamp next; whether its receipt lag disagrees, i.e. it was captured apart)."""
+        near = [f for f in self._ir if abs(f.stamp_ns - rgb.stamp_ns) <= self.slop_ns]
+        if not near:
+            return None, False
+        best = min(near, key=lambda f: (_apart(rgb, f, limit), abs(f.stamp_ns - rgb.stamp_ns)))
+        return best, _apart(rgb, best, limit)
 
     def _ir_silent(self, now_ns: int) -> bool:
         last = self._last_ir_received_ns
         return now_ns - (self._created_ns if last is None else last) > self.ir_timeout_ns
 
     def _ir_past(self, stamp_ns: int) -> bool:
-        """IR already went past this RGB stamp without a partner: none will come."""
-        return bool(self._ir) and self._ir[-1].stamp_ns > stamp_ns + self.slop_ns
+        """The IR frame received last went past this RGB stamp: no partner will come. (The
+        last received, not the newest stamp: after an IR clock steps back, frames stamped
+        ahead by the old clock say nothing about the frames to come.)"""
+        last = self._last_ir_stamp_ns
+        return last is not None and last > stamp_ns + self.slop_ns
 
-    def _offset_apart(self) -> bool:
-        """Recent IR stamps lie systematically farther than ``slop`` from every RGB stamp: a
-        clock offset, not a lost frame. Judged on IR frames received at least ``max_wait``
-        ago (their RGB partners, if any, have arrived by then), by the median gap."""
-        rgb_stamps = [f.stamp_ns for f in self._rgb_recent]
-        if not rgb_stamps:
-            return False
-        now = self._clock()
-        gaps = [_nearest_gap(rgb_stamps, ir.stamp_ns) for ir in self._ir
-                if now - ir.received_ns >= self.max_wait_ns]
-        return len(gaps) >= OFFSET_MIN_IR and statistics.median(gaps) > self.slop_ns
+    def _clock_check(self) -> tuple[int, int | None]:
+        """(offset limit, the stamp offset if beyond it: the IR clock is off, else None)."""
+        limit = max(CLOCK_OFFSET_MIN_NS,
+                    CLOCK_OFFSET_PERIODS * max(self._period("rgb"), self._period("ir")))
+        offset = self._stamp_offset()
+        return limit, offset if offset is not None and abs(offset) > limit else None
 
-    def _no_partner_reason(self) -> str:
-        return "ir_clock_offset" if self._offset_apart() else "no_ir_within_slop"
+    def _period(self, stream: str) -> int:
+        """Median stamp step of the stream's newest frames in receipt order (0 if unknown)."""
+        stamps = [stamp for _, _, stamp in list(self._recent[stream])[-PERIOD_FRAMES:]]
+        steps = [b - a for a, b in pairwise(stamps) if b > a]
+        return int(statistics.median(steps)) if steps else 0
 
     def _stamp_offset(self) -> int | None:
-        if len(self._ir_lags) < 2 or len(self._rgb_lags) < 2:
+        now = self._clock()
+        rgb, ir = self._median_lag("rgb", now), self._median_lag("ir", now)
+        return None if rgb is None or ir is None else int(rgb - ir)
+
+    def _median_lag(self, stream: str, now_ns: int) -> float | None:
+        recent = self._recent[stream]
+        if len(recent) < OFFSET_MIN_FRAMES:
             return None
-        return int(statistics.median(self._rgb_lags) - statistics.median(self._ir_lags))
+        lags = [lag for received, lag, _ in recent if now_ns - received <= OFFSET_WINDOW_NS]
+        if len(lags) < OFFSET_WINDOW_FRAMES:
+            lags = [lag for _, lag, _ in list(recent)[-OFFSET_WINDOW_FRAMES:]]
+        return statistics.median(lags)
 
 
-def _nearest_gap(sorted_stamps: list[int], stamp_ns: int) -> int:
-    """Distance from ``stamp_ns`` to the nearest of ``sorted_stamps`` (non-empty)."""
-    i = bisect.bisect_left(sorted_stamps, stamp_ns)
-    return min(abs(sorted_stamps[j] - stamp_ns) for j in (i - 1, i) if 0 <= j < len(sorted_stamps))
+def _apart(rgb: Frame, ir: Frame, limit_ns: int) -> bool:
+    """The two frames' receipt lags differ by more than ``limit_ns``: they were captured
+    about that far apart, whatever their stamps say."""
+    return abs((rgb.received_ns - rgb.stamp_ns) - (ir.received_ns - ir.stamp_ns)) > limit_ns

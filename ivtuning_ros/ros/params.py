@@ -64,6 +64,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "frame within slop, s", low=0.0, high=1.0),
     ParamSpec("ir_timeout", float, "seconds without IR before RGB-only inference", low=0.01,
               high=60.0),
+    ParamSpec("fuse_despite_clock_offset", bool, "while the IR clock is off (IR stamps "
+              "disagree with RGB by more than 3 frame periods, judged on receipt times), "
+              "still fuse an RGB frame with the IR frame stamped within slop, although it "
+              "was captured about that offset apart; false: RGB-only (ir_clock_offset)"),
     ParamSpec("stale_after", float, "a pair older than this (s) when the worker is free is "
               "dropped", low=0.01, high=60.0),
     ParamSpec("max_image_pixels", int, "larger input images (width x height, raw or "
@@ -129,6 +133,7 @@ class Settings:
     slop: float
     ir_max_wait: float
     ir_timeout: float
+    fuse_despite_clock_offset: bool
     stale_after: float
     max_image_pixels: int
     max_stamp_offset: float

@@ -11,7 +11,9 @@ static buffers. That step is one module, `step.FrameStep`; the exported back-end
 use of a frame layout and kept on disk.
 
 Pipelines are kept per frame layout in a small LRU (``max_layouts``): a stream
-whose frame size keeps changing must not grow memory without bound.
+whose frame size keeps changing must not grow memory without bound. A layout over
+`LARGE_LAYOUT_PIXELS` is kept only while it is the most recent one, and the host heap
+is trimmed after its frames, so one huge frame does not hold its memory for good.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from .backends import check_backend, open_runner, parity, resolve_precision
 from .backends.onnx_export import cached_export, default_cache_dir, example_inputs
 from .buffers import FrameBuffers
 from .palette import colorize, palette
-from .preprocess import ir_to_unit
+from .preprocess import ir_to_unit, network_letterbox
 from .registration import (
     ir_sampling_grid,
     rgb_geometry_grid,
@@ -47,6 +49,9 @@ from .registration import (
 from .step import IR_DTYPES, FrameLayout, FrameStep
 
 LOG = logging.getLogger("ivtuning.engine")
+# RGB width x height from which a layout's pipeline is released as soon as another layout
+# runs (and the host heap trimmed after each of its frames): 4K UHD and up.
+LARGE_LAYOUT_PIXELS = 1 << 22
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -316,7 +321,9 @@ class Engine:
                 cameras with the same field of view.
         """
         _check_frame(rgb, ir)
-        pipeline = self._pipeline(FrameLayout.of(rgb, ir, bgr))
+        _check_letterbox(rgb, self.config)
+        layout = FrameLayout.of(rgb, ir, bgr)
+        pipeline = self._pipeline(layout)
         pipeline.grid.set_homography(homography)
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -333,11 +340,18 @@ class Engine:
                                  ir is not None, self.colours)
         timings["total"] = 1000 * (time.perf_counter() - start)
         result.timings_ms = timings
+        if _is_large(layout) and self.device.type == "cpu":
+            trim_host_heap()  # the frame's intermediates, freed by now
         return result
 
     def _pipeline(self, layout: FrameLayout) -> _Pipeline | _ExportedPipeline:
         """The pipeline of a frame layout, built on first use; evicts the least recent one
         beyond ``max_layouts``."""
+        large = [other for other in self._pipelines if other != layout and _is_large(other)]
+        if large:  # a large layout is kept only while it is the most recent one
+            for other in large:
+                self._pipelines.pop(other).release()
+            self._evict(len(self._pipelines))
         pipeline = self._pipelines.get(layout)
         if pipeline is not None:
             self._pipelines.move_to_end(layout)
@@ -356,7 +370,7 @@ class Engine:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         else:
-            _trim_host_heap()
+            trim_host_heap()
 
     def warmup(self) -> float:
         """Run input-sized frames, with and without IR, so the first real frame is not slow
@@ -416,7 +430,7 @@ def _malloc_trim():
         return None
 
 
-def _trim_host_heap() -> None:
+def trim_host_heap() -> None:
     """Return freed heap memory to the OS: glibc keeps an evicted layout's freed frame
     buffers in its arenas otherwise (about 6 MiB more after 200 frame sizes, measured)."""
     trim = _malloc_trim()
@@ -434,6 +448,21 @@ def _result(host: dict[str, np.ndarray], ir_used: bool, colours: np.ndarray) -> 
                                 labels=host["labels"][0][keep].astype(np.int64))
     class_map = host["class_map"][0] if "class_map" in host else None
     return Result(detections, class_map, ir_used, colours=colours)
+
+
+def _is_large(layout: FrameLayout) -> bool:
+    return layout.rgb_shape[0] * layout.rgb_shape[1] > LARGE_LAYOUT_PIXELS
+
+
+def _check_letterbox(rgb: np.ndarray, config: ModelConfig) -> None:
+    """ValueError for an RGB shape so elongated that its letterbox into the network input
+    is under one pixel across (65535x1, ...): nothing the model could see."""
+    letterbox = network_letterbox(*rgb.shape[:2], config.input)
+    if min(letterbox.valid_size) < 1:
+        height, width = rgb.shape[:2]
+        raise ValueError(f"rgb {width}x{height} is degenerate: it scales to "
+                         f"{letterbox.valid_size[1]}x{letterbox.valid_size[0]} pixels in the "
+                         f"{letterbox.in_w}x{letterbox.in_h} network input")
 
 
 def _check_frame(rgb: np.ndarray, ir: np.ndarray | None) -> None:
