@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from .process import CollectedProcess
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "ivtuning_ros"
 NOT_COPIED = (".venv", ".git", "build", "install", "log", "out", "__pycache__", "*.egg-info",
@@ -158,3 +160,28 @@ def test_pip_wheel_has_every_module_the_scripts_and_data_files(source, tmp_path)
     assert not absent, f"data files missing from the wheel: {absent}"
     for script in SCRIPTS:
         assert f"{script} = " in scripts, f"no console script {script} in the wheel"
+
+
+def test_pip_installed_node_starts_and_stops(source, tmp_path):
+    """`pip install .` (non-editable, into a prefix of its own, not on the ament index): the
+    installed `perception_node` finds its share files, starts and exits 0 on Ctrl-C."""
+    env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    prefix = tmp_path / "prefix"
+    run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+         "--prefix", str(prefix), str(source)], cwd=tmp_path, env=env)
+    env = installed_environment(prefix)
+    env["AMENT_PREFIX_PATH"] = os.pathsep.join(  # the venv's ROS packages only
+        p for p in env["AMENT_PREFIX_PATH"].split(os.pathsep) if p != str(prefix))
+    node = CollectedProcess([str(prefix / "bin" / "perception_node"), "--ros-args",
+                             "-p", "model_config:=ivt_tiny_test.yaml", "-p", "device:=cpu",
+                             "-p", "allow_untrained:=true", "-r", "__node:=pip_installed"],
+                            env={**env, "ROS_DOMAIN_ID": str(os.getpid() % 200 + 23)})
+    try:
+        node.wait_for_line("engine ready")
+        code, _ = node.stop()
+    finally:
+        node.kill()
+    assert code == 0, node.output
+    assert "Traceback" not in node.output, node.output
+

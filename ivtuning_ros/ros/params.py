@@ -160,10 +160,17 @@ class Settings:
 
 
 def package_dir(folder: str) -> Path:
-    """The package's installed share folder (colcon) or the source tree's (pip -e, tests)."""
-    source = Path(__file__).resolve().parents[2] / folder
+    """The source tree's folder (pip -e, tests), else the installed share folder: beside the
+    install prefix this module is in (colcon, `pip install .`, a wheel into any prefix), else
+    where the ament index says."""
+    here = Path(__file__).resolve()
+    source = here.parents[2] / folder
     if source.is_dir():
         return source
+    # <prefix>/lib/pythonX.Y/site-packages/ivtuning_ros/ros/params.py
+    installed = here.parents[5] / "share" / PACKAGE / folder
+    if installed.is_dir():
+        return installed
     from ament_index_python.packages import get_package_share_directory
 
     return Path(get_package_share_directory(PACKAGE)) / folder
