@@ -168,8 +168,9 @@ def test_pip_installed_node_starts_and_stops(source, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
     prefix = tmp_path / "prefix"
+    # --ignore-installed: without it pip first uninstalls the venv's own (editable) install.
     run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
-         "--prefix", str(prefix), str(source)], cwd=tmp_path, env=env)
+         "--ignore-installed", "--prefix", str(prefix), str(source)], cwd=tmp_path, env=env)
     env = installed_environment(prefix)
     env["AMENT_PREFIX_PATH"] = os.pathsep.join(  # the venv's ROS packages only
         p for p in env["AMENT_PREFIX_PATH"].split(os.pathsep) if p != str(prefix))
