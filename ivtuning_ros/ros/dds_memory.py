@@ -13,6 +13,7 @@ import os
 from collections.abc import MutableMapping
 
 from .params import package_dir
+from .transport import uses_fast_dds
 
 PROFILE = "fastdds_large_frames.xml"
 _USER_SETTINGS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE",
@@ -22,7 +23,7 @@ _USER_SETTINGS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FI
 def use_dynamic_history_memory(environ: MutableMapping[str, str] = os.environ) -> bool:
     """Point Fast DDS at `PROFILE` unless another RMW or a user's profile is configured;
     returns whether it did."""
-    if environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp":
+    if not uses_fast_dds(environ):
         return False
     if any(environ.get(name) for name in _USER_SETTINGS):
         return False

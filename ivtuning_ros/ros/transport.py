@@ -42,10 +42,15 @@ class TransportChoice:
     warn: bool = False
 
 
+def uses_fast_dds(environ: Mapping[str, str]) -> bool:
+    """Whether the process's ROS 2 middleware is Fast DDS (the default when none is set)."""
+    return environ.get("RMW_IMPLEMENTATION", "") in FAST_DDS
+
+
 def choose_transport(environ: Mapping[str, str], rmem_max: int | None) -> TransportChoice:
     """The transport for camera frames given the process's environment and the kernel's
     largest socket receive buffer (None: unknown, not Linux)."""
-    if environ.get("RMW_IMPLEMENTATION", "") not in FAST_DDS or rmem_max is None:
+    if not uses_fast_dds(environ) or rmem_max is None:
         return TransportChoice()
     if TRANSPORT_VARIABLE in environ:
         return TransportChoice(message=f"DDS transport as set: {TRANSPORT_VARIABLE}="
