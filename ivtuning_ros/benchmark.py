@@ -38,7 +38,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
+def latency_percentiles(samples: list[float]) -> dict[str, float]:
     p50, p95, p99 = np.percentile(samples, [50, 95, 99])
     return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
 
@@ -94,7 +94,7 @@ def bench_model(model: IVTuningModel, config: ModelConfig, device: torch.device,
                     samples[name].append(1000 * (time.perf_counter() - start))
             if progress is not None:
                 progress()
-    report = {name: _percentiles(values) for name, values in samples.items()}
+    report = {name: latency_percentiles(values) for name, values in samples.items()}
     backbone, frozen = report["backbone"]["p50"], report["backbone_frozen_only"]["p50"]
     return {
         "config": config.name,
@@ -168,7 +168,7 @@ def bench_engine(model: IVTuningModel, config: ModelConfig, options: EngineOptio
             progress()
     report = {}
     for name, stages in samples.items():
-        entry = {"latency_ms": {stage: _percentiles(v) for stage, v in stages.items()},
+        entry = {"latency_ms": {stage: latency_percentiles(v) for stage, v in stages.items()},
                  "throughput_fps": round(1000 / float(np.mean(stages["total"])), 2)}
         if name in peak_mb:
             entry["peak_gpu_memory_mb"] = round(peak_mb[name], 1)
@@ -244,13 +244,13 @@ def bench_backends(model: IVTuningModel, config: ModelConfig, specs: list[str],
             progress()
     reference_name = next(iter(engines))
     for name, engine in engines.items():
-        latency = _percentiles(samples[name])
+        latency = latency_percentiles(samples[name])
         report[name].update(latency_ms={"p50": latency["p50"], "p99": latency["p99"]},
                             throughput_fps=round(1000 / float(np.mean(samples[name])), 2),
                             speedup_vs_torch_fp32=round(
                                 np.median(samples[reference_name]) / np.median(samples[name]),
                                 2),
-                            parity=_parity(engines[reference_name], engine, scenes,
+                            parity=parity_report(engines[reference_name], engine, scenes,
                                            score_threshold))
     report["peak_host_memory_mb"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -260,7 +260,7 @@ def bench_backends(model: IVTuningModel, config: ModelConfig, specs: list[str],
 IDENTICAL_BOX_PX = 0.5
 
 
-def _parity(reference: Engine, engine: Engine, scenes: list, score_threshold: float) -> dict:
+def parity_report(reference: Engine, engine: Engine, scenes: list, score_threshold: float) -> dict:
     identical, score_diff, box_diff, agreement, pixels = 0, 0.0, 0.0, 0, 0
     for scene in scenes:
         frame = (scene.rgb, scene.ir, scene.homography)

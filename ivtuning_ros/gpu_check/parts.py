@@ -26,7 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..benchmark import _parity, _percentiles, bench_backends, device_name, synthetic_frames
+from ..benchmark import (
+    bench_backends,
+    device_name,
+    latency_percentiles,
+    parity_report,
+    synthetic_frames,
+)
 from ..model import build_model, load_checkpoint, load_config
 from ..runtime import Engine, EngineOptions
 from .check import MIN_PART_S
@@ -96,7 +102,7 @@ def parity(box: Box) -> dict:
         engine = Engine(device_model, config, EngineOptions(
             device=box.device, precision=precision, cuda_graphs=graphs,
             score_threshold=SCORE_THRESHOLD))
-        entry = _parity(reference, engine, scenes, SCORE_THRESHOLD)
+        entry = parity_report(reference, engine, scenes, SCORE_THRESHOLD)
         entry["required"] = required
         compared[name] = entry
         if required and entry["identical_detections"] != entry["scenes"]:
@@ -197,7 +203,7 @@ def _variant_reports(samples: dict, memory: dict, engines: dict[str, Engine],
     for name, stages in samples.items():
         if not stages:
             continue
-        total = _percentiles(stages["total"])
+        total = latency_percentiles(stages["total"])
         entry = {"precision": engines[name].precision, "cuda_graph": "graph" in stages,
                  "frames": len(stages["total"]), "total_ms": total,
                  "stages_p50_ms": {s: round(float(np.median(v)), 3)
