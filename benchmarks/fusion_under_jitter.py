@@ -18,10 +18,13 @@ demo weights by default; ``--model-config`` runs an untrained config instead) an
 ``--duration`` seconds
 we record every output's fusion state (``~/fusion_state``, stamped like the RGB frame it
 answers) and its age (receipt time minus the RGB stamp). An output *has a partner* when
-a published IR frame lies within ``slop`` of its RGB stamp: the node should fuse those
-(target >= 98%). Frames received by the node are counted exactly from the node's own
-arrival log over the whole camera run, so that published and received match frame for
-frame. Prints one JSON object on stdout; progress goes to stderr.
+a published IR frame lies within ``slop`` of its RGB stamp, and a *timely partner* when
+such a frame also reached the node's pairer no later than ``ir_max_wait`` after the RGB
+frame did (later, the node has rightly moved on: on a loaded machine delivery can take
+that long). The node should fuse those with a timely partner (target >= 98%); partners
+that came late are counted apart. Frames received by the node are counted exactly over the
+whole camera run (the node's counters), and each frame handed to its pairer is logged with
+its receipt time. Prints one JSON object on stdout; progress goes to stderr.
 
     .venv/bin/python benchmarks/fusion_under_jitter.py --duration 40
 """
@@ -51,6 +54,7 @@ from sensor_msgs.msg import Image
 
 from ivtuning_ros.ros.conversions import fill_image
 from ivtuning_ros.ros.node import PerceptionNode, stamp_ns
+from ivtuning_ros.ros.pairing import Frame, FramePairer
 from ivtuning_ros.ros.params import package_dir
 from ivtuning_ros.ros.spinning import spinning
 from ivtuning_ros.ros.transport import TRANSPORT_VARIABLE, choose_transport, kernel_rmem_max
@@ -65,7 +69,6 @@ TICK_S = 0.005  # the cameras' schedule timer
 WARMUP_S = 3.0
 DRAIN_S = 1.5  # after the cameras stop: the last outputs arrive
 CAMERAS_TIMEOUT_S = 30.0  # the camera process's start and discovery, beyond its run
-POLL_S = 0.5  # the node's arrival log holds 200 frames: ~6 s of RGB
 AGE_WINDOW_NS = 10_000_000_000
 STREAMS = ("rgb", "ir")
 PUBLISH_ORDERS = {"rgb-first": STREAMS, "ir-first": STREAMS[::-1]}
@@ -184,6 +187,23 @@ class Recorder(Node):
                 self.diagnostics.append((stamp_ns(msg.header.stamp), status))
 
 
+class PairerInput:
+    """Every frame the node hands its pairer, per stream: stamp -> receipt time (ns). The
+    pairer's input methods are wrapped in place; they behave as before."""
+
+    def __init__(self, pairer: FramePairer) -> None:
+        self.received: dict[str, dict[int, int]] = {s: {} for s in STREAMS}
+        for stream in STREAMS:
+            name = f"add_{stream}"
+            setattr(pairer, name, self._logging(stream, getattr(pairer, name)))
+
+    def _logging(self, stream: str, add: Callable[[Frame], bool]) -> Callable[[Frame], bool]:
+        def add_and_log(frame: Frame) -> bool:
+            self.received[stream][frame.stamp_ns] = frame.received_ns
+            return add(frame)
+        return add_and_log
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -253,18 +273,38 @@ def camera_report(cameras: CameraRecord, received: dict[str, int], window: tuple
     return report
 
 
-def fusion_report(outputs: list[Output], ir_stamps: list[int], slop_ns: int) -> dict:
-    """Outputs by fusion state, and how many of those with an IR partner were fused."""
+def fusion_report(outputs: list[Output], ir_stamps: list[int], pairer_input: PairerInput,
+                  slop_ns: int, max_wait_ns: int) -> dict:
+    """Outputs by fusion state, and how many of those with an IR partner (a timely one) were
+    fused; for the partners that came late, how late (ms after the RGB frame's wait ended)."""
     reasons = Counter(o.reason for o in outputs if not o.fused)
     fused = sum(o.fused for o in outputs)
     ir = np.array(sorted(ir_stamps), dtype=np.int64)
     partnered = [o for o in outputs if nearest_gap(ir, o.stamp_ns) <= slop_ns]
-    fused_partnered = sum(o.fused for o in partnered)
+    rgb_received, ir_received = pairer_input.received["rgb"], pairer_input.received["ir"]
+    never = 1 << 62
+
+    def lateness_ns(output: Output) -> int:
+        """How long after the end of the RGB frame's wait its first partner arrived."""
+        arrivals = [ir_received.get(s, never) for s in ir_stamps
+                    if abs(s - output.stamp_ns) <= slop_ns]
+        return min(arrivals) - (rgb_received[output.stamp_ns] + max_wait_ns)
+
+    late = {o.stamp_ns: lateness_ns(o) for o in partnered}
+    timely = [o for o in partnered if late[o.stamp_ns] <= 0]
+    came_late = sorted(late[o.stamp_ns] for o in partnered if late[o.stamp_ns] > 0)
     return {"outputs": {"total": len(outputs), "fused": fused, "rgb_only": dict(reasons)},
             "fused_fraction": round(fused / len(outputs), 3) if outputs else None,
             "with_partner": len(partnered),
-            "fused_of_with_partner": (round(fused_partnered / len(partnered), 4)
-                                      if partnered else None)}
+            "fused_of_with_partner": fraction_fused(partnered),
+            "with_timely_partner": len(timely),
+            "fused_of_with_timely_partner": fraction_fused(timely),
+            "partner_came_late_ms": [round(ns / 1e6, 1) if ns < never // 2 else "never"
+                                     for ns in came_late]}
+
+
+def fraction_fused(outputs: list[Output]) -> float | None:
+    return round(sum(o.fused for o in outputs) / len(outputs), 4) if outputs else None
 
 
 def nearest_gap(sorted_stamps: np.ndarray, stamp: int) -> int:
@@ -364,6 +404,7 @@ def measure(context: Context, args: argparse.Namespace, camera_environ: dict[str
     recorder = Recorder(context)
     log("loading the model and starting the node")
     node = start_node(context, args)
+    pairer_input = PairerInput(node._pairer)
     try:
         with spinning(context, [node, recorder]):
             wait_for(lambda: recorded(node), "discovery")
@@ -377,11 +418,12 @@ def measure(context: Context, args: argparse.Namespace, camera_environ: dict[str
     rgb_sent = set(cameras.sent["rgb"])
     outputs = [o for o in recorder.outputs
                if window[0] <= o.stamp_ns < window[1] and o.stamp_ns in rgb_sent]
-    slop_ns = round(setup["parameters"]["slop_s"] * 1e9)
+    parameters = setup["parameters"]
+    slop_ns, max_wait_ns = (round(parameters[k] * 1e9) for k in ("slop_s", "ir_max_wait_s"))
     return {"scenario": scenario_report(args, os.environ.get(TRANSPORT_VARIABLE, "")),
             "cameras": camera_report(cameras, dict(node.stats.received), window,
                                      args.duration),
-            **fusion_report(outputs, cameras.sent["ir"], slop_ns),
+            **fusion_report(outputs, cameras.sent["ir"], pairer_input, slop_ns, max_wait_ns),
             "result_age_ms": age_report(outputs, window),
             "diagnostics": diagnostics_report(recorder, window[1]),
             **setup}

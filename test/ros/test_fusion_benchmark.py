@@ -1,6 +1,8 @@
 """Fusion under jitter, run for real: a 30 Hz RGB camera and an 8.7 Hz thermal camera with
 +-5 ms stamp jitter, 10% lost frames and 30 ms delivery, the node on its default
-parameters. Every output that has an IR partner within slop is fused.
+parameters. Every output whose IR partner within slop reached the node in time (within
+ir_max_wait of the RGB frame) is fused; partners that a loaded machine delivered later are
+reported by the benchmark, not judged here.
 
 The tiny test model keeps the run near 30 s on two cores (the demo weights take ~50 s, most
 of it their warm-up); pairing does not depend on the weights, only on the timing, and a
@@ -29,10 +31,11 @@ def report() -> dict:
     return json.loads(run.stdout)
 
 
-def test_every_output_with_an_ir_partner_is_fused(report):
+def test_every_output_with_a_timely_ir_partner_is_fused(report):
     assert report["outputs"]["total"] > 0
-    assert report["with_partner"] >= 5
-    assert report["fused_of_with_partner"] >= 0.98, report["outputs"]
+    assert report["with_timely_partner"] >= 5
+    assert report["fused_of_with_timely_partner"] >= 0.98, (
+        report["outputs"], report["partner_came_late_ms"])
 
 
 def test_rgb_only_outputs_only_lack_a_partner(report):
