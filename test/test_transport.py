@@ -10,10 +10,10 @@ def test_udp_with_large_buffers_where_the_kernel_allows_them():
                             rmem_max=2**30).environment == choice.environment
 
 
-def test_small_kernel_buffers_keep_the_default_and_say_how_to_raise_them():
+def test_small_kernel_buffers_take_udp_at_the_limit_and_say_how_to_raise_it():
     choice = choose_transport({}, rmem_max=212992)
-    assert choice.environment == {} and choice.warn
-    assert f"net.core.rmem_max={SOCKET_BUFFER_BYTES}" in choice.message
+    assert choice.environment == {TRANSPORT_VARIABLE: "UDPv4?sockets_size=212992"}
+    assert choice.warn and f"net.core.rmem_max={SOCKET_BUFFER_BYTES}" in choice.message
 
 
 def test_a_users_transport_another_middleware_or_an_unknown_kernel_are_left_alone():

@@ -206,10 +206,14 @@ def test_cameras_in_their_own_process_fuse_in_either_publish_order(ros_context, 
     30 Hz, >= 99% of outputs fused whichever camera publishes first. Under the default
     shared-memory transport the frame published just before the large RGB one was lost
     while the model ran, below the node's callbacks (ivtuning_ros/ros/transport.py): with
-    IR first, 10-40% of outputs fused at 5 Hz here (10-80% with 160x120 IR)."""
+    IR first, 10-40% of outputs fused at 5 Hz here (10-80% with 160x120 IR).
+
+    Where the kernel caps socket buffers below 4 MiB (stock: 212992 bytes) the node takes
+    UDP at that cap, which loses about one datagram burst in 300 (99.7% fused over 12 runs
+    here): with 10 pairs at 5 Hz one loss fails a rate, so there each publish order must
+    fuse >= 97% over its three rates (shared memory: 30-90% with IR first)."""
     rmem_max = kernel_rmem_max()
-    if rmem_max is None or rmem_max < SOCKET_BUFFER_BYTES:
-        pytest.skip(f"net.core.rmem_max {rmem_max}: the node keeps shared memory and warns")
+    full_buffers = rmem_max is not None and rmem_max >= SOCKET_BUFFER_BYTES
     client = rclpy.create_node("fusion_client", context=ros_context)
     states = []
     client.create_subscription(
@@ -243,4 +247,7 @@ def test_cameras_in_their_own_process_fuse_in_either_publish_order(ros_context, 
     assert len(fused) == 6, cameras.output
     for (first, hz), (count, outputs, sent) in fused.items():
         assert outputs >= min(5, sent), (first, hz, fused)
-        assert count / outputs >= 0.99, (first, hz, fused)
+        assert not full_buffers or count / outputs >= 0.99, (first, hz, fused)
+    for first in ("ir", "rgb"):
+        runs = [run for (order, _), run in fused.items() if order == first]
+        assert sum(r[0] for r in runs) / sum(r[1] for r in runs) >= 0.97, (first, fused)
