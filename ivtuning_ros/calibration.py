@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import yaml
 
+from .data.pair_folder import PairFolderDataset
 from .runtime.registration import (
     homography_from_calibration,
     rotation_from_rpy,
@@ -30,7 +34,17 @@ RANK_TOLERANCE = 1e-6  # 8th / 1st singular value of the DLT system
 DEGENERATE = ("the point pairs do not fix a homography (three of four on one line, or "
               "repeated points): pick points spread over the image")
 IR_PERCENTILES = (1.0, 99.0)
-EDGE_BLUR = (1 / 160, 1 / 960)  # coarse, fine: edge-map blur sigma / image width
+WORK_WIDTH = 640  # px: the finest alignment level; wider images are shrunk to it
+PYRAMID_LEVELS = 3  # alignment levels, each half the width of the next
+EDGE_SIGMA = 1.5  # px at each level: blur of the edge maps
+ITERATIONS = 100  # most ECC iterations per level and motion model
+COARSE_EPS, FINE_EPS = 1e-4, 1e-5  # ECC stops when its correlation changes less
+# Alignment-score gain an estimate needs over the start, and a homography over the affine
+# correction: real pairs gain about 0.01 from fitting parallax and clutter (RoadScene).
+SCORE_MARGIN = 0.02
+SAME_AS_SCALE = "; the node's default 'registration: scale' does the same"
+_SAMPLE_LINEAR = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # dst(x) = src(H x)
+_SAMPLE_NEAREST = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
 
 
 class CalibrationError(ValueError):
@@ -130,51 +144,194 @@ def load_camera_info(path: str | Path) -> np.ndarray:
 
 
 # Image-based refinement -------------------------------------------------------------------
+class _Level(NamedTuple):
+    """One pyramid level: both edge maps and the pixel scalings from the full-size images."""
+    ir_edges: np.ndarray
+    rgb_edges: np.ndarray
+    ir_scale: np.ndarray  # full-size IR pixels -> this level's IR pixels
+    rgb_scale: np.ndarray  # full-size RGB pixels -> this level's RGB pixels
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """What `align_images` found: the homography to use, and the scores it was chosen by."""
+    homography: np.ndarray  # the chosen candidate, IR -> RGB
+    choice: str  # "start", "affine" or "homography"
+    scores: dict[str, float]  # alignment score of each candidate (`_alignment_scores`)
+    failure: str  # why the candidates missing from scores did not converge, or ""
+    seconds: float
+
+
+def align_images(rgb: np.ndarray, ir: np.ndarray, start: np.ndarray,
+                 iterations: int = ITERATIONS, margin: float = SCORE_MARGIN) -> Alignment:
+    """Refine ``start`` (IR -> RGB) on an RGB + IR pair of one scene, never to a worse score.
+
+    Candidates, simplest first: the start, the start corrected by an affine map of the IR
+    pixels, and corrected by a homography. One replaces the choice so far only when its
+    alignment score beats every simpler candidate's by ``margin``: each added degree of
+    freedom must pay for itself. Real pairs are never exactly one homography apart
+    (parallax, lens distortion), so a refinement always finds some better-correlating warp;
+    a smaller gain is more likely a fit to one part of the scene, extrapolated badly to the
+    rest, than a better registration.
+    """
+    began = time.perf_counter()
+    pyramid = _edge_pyramid(rgb, ir)
+    candidates, failure = _candidates(pyramid, validate_homography(start), iterations)
+    scores = dict(zip(candidates, _alignment_scores(pyramid[-1], candidates.values()),
+                      strict=True))
+    choice, simpler_best = "start", scores["start"]
+    for name, score in scores.items():
+        if score >= simpler_best + margin:
+            choice = name
+        simpler_best = max(simpler_best, score)
+    return Alignment(candidates[choice], choice, scores, failure,
+                     time.perf_counter() - began)
+
+
 def refine_homography(rgb: np.ndarray, ir: np.ndarray, initial: np.ndarray,
-                      iterations: int = 200) -> tuple[np.ndarray, float]:
+                      iterations: int = ITERATIONS) -> tuple[np.ndarray, float]:
     """Refine an IR -> RGB homography by aligning edges of an RGB + IR pair of one scene.
 
     Args:
         rgb: (H, W, 3) uint8, RGB order.
         ir: (h, w) thermal frame of any dtype (8-bit, raw counts, temperature).
         initial: starting 3x3 IR -> RGB homography, within some pixels of the truth.
-        iterations: most ECC iterations per blur stage.
+        iterations: most ECC iterations per pyramid level and motion model.
     Returns:
-        (refined H, ECC correlation coefficient of the aligned edge maps, 1 = perfect).
+        (refined H, its alignment score: correlation of the aligned edge maps, 1 = perfect).
 
     Intensities of the two cameras differ (hot is not bright), so both become gradient-
-    magnitude maps, which agree wherever the scene has boundaries. ECC estimates a warp from
-    its template's pixels to its input's pixels; with the IR edges as template and the RGB
-    edges as input, that warp is the IR -> RGB homography itself. A strongly blurred stage
-    first (a wide basin), then a lightly blurred one (sub-pixel accuracy).
+    magnitude maps, which agree wherever the scene has boundaries. ECC then finds the
+    correction W of the IR pixels that best matches the IR edges with the RGB edges sampled
+    through initial @ W: first an affine W (well conditioned), then a homography from it.
+    Coarse to fine over a pyramid: coarse levels give a wide basin cheaply, the finest
+    sub-pixel accuracy.
     """
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or ir.ndim != 2:
-        raise CalibrationError(f"need an (H, W, 3) RGB image and an (h, w) IR image, got "
-                               f"shapes {rgb.shape} and {ir.shape}")
-    ir_gray = ir_to_8bit(ir)
-    rgb_gray = cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8), cv2.COLOR_RGB2GRAY)
-    homography = validate_homography(initial)
-    score = 0.0
-    for blur in EDGE_BLUR:
-        homography, score = _align(_edges(ir_gray, blur), _edges(rgb_gray, blur), homography,
-                                   iterations)
-    return homography, score
+    pyramid = _edge_pyramid(rgb, ir)
+    candidates, failure = _candidates(pyramid, validate_homography(initial), iterations)
+    if failure:
+        raise CalibrationError(failure)
+    refined = candidates["homography"]
+    return refined, _alignment_scores(pyramid[-1], (refined,))[0]
 
 
-def _align(template: np.ndarray, image: np.ndarray, homography: np.ndarray,
-           iterations: int) -> tuple[np.ndarray, float]:
-    """One ECC run: template (IR geometry) -> image (RGB geometry) homography."""
-    warp = (homography / homography[2, 2]).astype(np.float32)
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 1e-6)
+def _candidates(pyramid: list[_Level], start: np.ndarray,
+                iterations: int) -> tuple[dict[str, np.ndarray], str]:
+    """({name: IR -> RGB homography} of the start and of the affine and homography
+    corrections that converged, why the others did not or "")."""
+    candidates, correction = {"start": start}, np.eye(3)
+    for name, motion in (("affine", cv2.MOTION_AFFINE), ("homography", cv2.MOTION_HOMOGRAPHY)):
+        try:
+            correction = _refine(pyramid, start, correction, motion, iterations)
+        except CalibrationError as exc:
+            return candidates, str(exc)  # the homography starts from the affine: none either
+        candidates[name] = _normalised_h(start @ correction)
+    return candidates, ""
+
+
+def _refine(pyramid: list[_Level], start: np.ndarray, correction: np.ndarray, motion: int,
+            iterations: int) -> np.ndarray:
+    """ECC coarse to fine for the correction W (full-size IR pixels) of H = start @ W.
+    Loose convergence at the coarse levels, since the next level refines anyway; a coarse
+    level that does not converge (too little structure left that small) is skipped."""
+    for index, level in enumerate(pyramid):
+        finest = index == len(pyramid) - 1
+        to_level, from_level = level.ir_scale, np.linalg.inv(level.ir_scale)
+        try:
+            warp = _align(level, _to_level(start, level), to_level @ correction @ from_level,
+                          motion, iterations, FINE_EPS if finest else COARSE_EPS)
+        except CalibrationError:
+            if finest:
+                raise
+            continue
+        correction = from_level @ warp @ to_level
+    return correction
+
+
+def _align(level: _Level, start: np.ndarray, correction: np.ndarray, motion: int,
+           iterations: int, eps: float) -> np.ndarray:
+    """One ECC run at one level: the IR edges as template, the RGB edges sampled through
+    ``start`` (level pixels) as input, so the warp ECC finds is the correction of start."""
+    size = level.ir_edges.shape[::-1]
+    image = cv2.warpPerspective(level.rgb_edges, start, size, flags=_SAMPLE_LINEAR)
+    inside = cv2.warpPerspective(np.ones(level.rgb_edges.shape, np.uint8), start, size,
+                                 flags=_SAMPLE_NEAREST)
+    rows = 3 if motion == cv2.MOTION_HOMOGRAPHY else 2
+    warp = (correction / correction[2, 2])[:rows].astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, eps)
     try:
-        score, warp = cv2.findTransformECC(template, image, warp, cv2.MOTION_HOMOGRAPHY,
-                                           criteria, None, 5)
+        _, warp = cv2.findTransformECC(level.ir_edges, image, warp, motion, criteria, inside,
+                                       1)  # 1: no extra blur, the edge maps have theirs
     except cv2.error as exc:
         raise CalibrationError("edge alignment (ECC) did not converge: start closer (give "
                                "--points or --camera-info), or use an image pair with more "
                                f"structure seen by both cameras ({_cv_reason(exc)})") from None
-    refined = validate_homography(warp.astype(np.float64))
-    return refined / refined[2, 2], float(score)
+    if rows == 2:
+        warp = np.vstack([warp, [0.0, 0.0, 1.0]])
+    return warp.astype(np.float64)
+
+
+def _alignment_scores(level: _Level, homographies) -> list[float]:
+    """Correlation of the IR edge map with the RGB edge map warped by each full-size
+    homography, all over the IR pixels that every one of them maps inside the RGB image:
+    comparable scores (a warp that pushes hard-to-match pixels out of view gains nothing)."""
+    scaled = [_to_level(h, level) for h in homographies]
+    size = level.ir_edges.shape[::-1]
+    inside = np.ones(level.ir_edges.shape, bool)
+    for homography in scaled:
+        ones = np.ones(level.rgb_edges.shape, np.uint8)
+        inside &= cv2.warpPerspective(ones, homography, size, flags=_SAMPLE_NEAREST) > 0
+    template = level.ir_edges[inside]
+    scores = []
+    for homography in scaled:
+        warped = cv2.warpPerspective(level.rgb_edges, homography, size, flags=_SAMPLE_LINEAR)
+        scores.append(_correlation(template, warped[inside]))
+    return scores
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Zero-mean normalised cross-correlation, as ECC maximises; 0 for no common pixels."""
+    if not a.size:
+        return 0.0
+    a, b = a - a.mean(), b - b.mean()
+    norm = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
+    return float(np.dot(a, b)) / norm if norm > 0 else 0.0
+
+
+def _to_level(homography: np.ndarray, level: _Level) -> np.ndarray:
+    """Full-size IR -> RGB homography in this level's pixels."""
+    return level.rgb_scale @ homography @ np.linalg.inv(level.ir_scale)
+
+
+def _normalised_h(homography: np.ndarray) -> np.ndarray:
+    return validate_homography(homography / homography[2, 2])
+
+
+def _edge_pyramid(rgb: np.ndarray, ir: np.ndarray) -> list[_Level]:
+    """Edge-map levels, coarsest first; the finest at most WORK_WIDTH wide, since sub-pixel
+    accuracy there is within a pixel of a larger image too, at a fraction of the time."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or ir.ndim != 2:
+        raise CalibrationError(f"need an (H, W, 3) RGB image and an (h, w) IR image, got "
+                               f"shapes {rgb.shape} and {ir.shape}")
+    rgb_gray = cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8), cv2.COLOR_RGB2GRAY)
+    ir_gray = ir_to_8bit(ir)
+    levels = []
+    for halvings in range(PYRAMID_LEVELS - 1, -1, -1):
+        width = WORK_WIDTH / 2 ** halvings
+        (ir_edges, ir_scale), (rgb_edges, rgb_scale) = (_level_edges(ir_gray, width),
+                                                        _level_edges(rgb_gray, width))
+        levels.append(_Level(ir_edges, rgb_edges, ir_scale, rgb_scale))
+    return levels
+
+
+def _level_edges(gray: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """(edge map of ``gray`` shrunk to at most ``width`` px wide, full-size -> level pixel
+    scaling)."""
+    height, full_width = gray.shape
+    factor = min(1.0, width / full_width)
+    size = (max(8, round(full_width * factor)), max(8, round(height * factor)))
+    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA) if factor < 1 else gray
+    return _edges(small), scaling_homography(height, full_width, size[1], size[0])
 
 
 def ir_to_8bit(ir: np.ndarray) -> np.ndarray:
@@ -185,15 +342,13 @@ def ir_to_8bit(ir: np.ndarray) -> np.ndarray:
     return (np.clip(scaled, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
-def _edges(gray: np.ndarray, blur: float) -> np.ndarray:
-    """Sobel gradient magnitude blurred by ``blur`` x image width (at least 1 px): float32
-    in [0, 1]. Relative to the width, so both cameras' maps blur a similar share of the
-    scene."""
-    sigma = max(1.0, gray.shape[1] * blur)
-    smooth = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), sigma / 2)
+def _edges(gray: np.ndarray) -> np.ndarray:
+    """Sobel gradient magnitude, blurred EDGE_SIGMA px: float32 in [0, 1]. The same blur in
+    each level's pixels doubles, relative to the scene, at each coarser level."""
+    smooth = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), EDGE_SIGMA / 2)
     magnitude = cv2.magnitude(cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3),
                               cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3))
-    magnitude = cv2.GaussianBlur(magnitude, (0, 0), sigma)
+    magnitude = cv2.GaussianBlur(magnitude, (0, 0), EDGE_SIGMA)
     return magnitude / max(float(magnitude.max()), 1e-6)
 
 
@@ -311,8 +466,10 @@ def add_calibrate_parser(subparsers) -> argparse.ArgumentParser:
         "calibrate", help="IR -> RGB homography for the node's 'homography' registration",
         description="Compute the IR -> RGB pixel homography from point pairs, from both "
                     "cameras' camera_info and extrinsics, or by aligning an RGB + IR image "
-                    "pair (starting from the points, the camera_info, or the image sizes), "
-                    "and write it as a node parameters snippet.")
+                    "pair (starting from the points, the camera_info, or the image sizes as "
+                    "the node's default 'registration: scale' does), and write it as a node "
+                    "parameters snippet. Image alignment keeps the start unless an estimate "
+                    "raises the alignment score by --margin, and says which it kept.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--points", metavar="FILE",
                         help="CSV or YAML of pairs ir_x, ir_y, rgb_x, rgb_y (at least 4)")
@@ -328,10 +485,23 @@ def add_calibrate_parser(subparsers) -> argparse.ArgumentParser:
                              "frame, rad (default 0 0 0)")
     parser.add_argument("--distance", type=float,
                         help="--camera-info: scene plane distance, m (default 10)")
-    parser.add_argument("--images", nargs=2, metavar=("RGB_IMAGE", "IR_IMAGE"),
+    images = parser.add_mutually_exclusive_group()
+    images.add_argument("--images", nargs=2, metavar=("RGB_IMAGE", "IR_IMAGE"),
                         help="refine by edge alignment of this image pair of one scene")
-    parser.add_argument("--iterations", type=int, default=200,
-                        help="--images: most alignment iterations (default 200)")
+    images.add_argument("--folder", metavar="ROOT",
+                        help="refine by edge alignment of a pair from this folder of pairs "
+                             "(RoadScene, M3FD, LLVIP layouts: RGB and IR sub-folders, same "
+                             "file names); the first pair by name unless --pair")
+    parser.add_argument("--pair", metavar="NAME",
+                        help="--folder: the pair to align, by name (its path below the IR "
+                             "folder without extension, e.g. FLIR_00006)")
+    parser.add_argument("--iterations", type=int, default=ITERATIONS,
+                        help=f"--images/--folder: most alignment iterations per pyramid level "
+                             f"(default {ITERATIONS})")
+    parser.add_argument("--margin", type=float, default=SCORE_MARGIN,
+                        help="--images/--folder: alignment-score gain an estimate needs over "
+                             "the start, and a homography over an affine correction (score: "
+                             f"edge correlation, 1 = perfect; default {SCORE_MARGIN})")
     parser.add_argument("--node-name", default=NODE_NAME,
                         help=f"node name in the snippet (default {NODE_NAME})")
     parser.add_argument("--out", default="out/calibration.yaml",
@@ -342,29 +512,13 @@ def add_calibrate_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_calibrate_command(args: argparse.Namespace) -> int:
     """Run ``calibrate``: compute, print a short report, write the snippet."""
-    if not (args.points or args.camera_info or args.images):
-        raise CalibrationError("calibrate needs --points, --camera-info or --images")
     _check_option_use(args)
-    report = []
-    ir_points = rgb_points = None
-    if args.points:
-        ir_points, rgb_points = load_point_pairs(args.points)
-        homography, rms = homography_from_points(ir_points, rgb_points, args.ransac)
-        report.append(f"point pairs: {len(ir_points)}, reprojection RMS {rms:.3f} px")
-    elif args.camera_info:
-        homography = homography_from_camera_info(
-            load_camera_info(args.camera_info[1]), load_camera_info(args.camera_info[0]),
-            args.translation or (0.0, 0.0, 0.0), args.rpy or (0.0, 0.0, 0.0),
-            10.0 if args.distance is None else args.distance)
-        report.append("from camera_info and extrinsics")
-    if args.images:
-        rgb, ir = load_image_pair(*args.images)
-        if not (args.points or args.camera_info):
-            homography = scaling_homography(*ir.shape[:2], *rgb.shape[:2])
-        homography, score = refine_homography(rgb, ir, homography, args.iterations)
-        report.append(f"edge alignment: ECC correlation {score:.3f}")
-        if ir_points is not None:
-            rms = reprojection_error(homography, ir_points, rgb_points)
+    homography, report, points = _homography_from_options(args)
+    if args.images or args.folder:
+        homography, lines = _align_image_pair(args, homography)
+        report += lines
+        if points is not None:
+            rms = reprojection_error(homography, *points)
             report.append(f"point pairs after alignment: reprojection RMS {rms:.3f} px")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -373,12 +527,90 @@ def run_calibrate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _homography_from_options(args: argparse.Namespace) -> tuple[np.ndarray | None, list[str],
+                                                                tuple | None]:
+    """(H or None, report lines, (IR points, RGB points) or None) from --points or
+    --camera-info."""
+    if args.points:
+        points = load_point_pairs(args.points)
+        homography, rms = homography_from_points(*points, args.ransac)
+        line = f"point pairs: {len(points[0])}, reprojection RMS {rms:.3f} px"
+        return homography, [line], points
+    if args.camera_info:
+        homography = homography_from_camera_info(
+            load_camera_info(args.camera_info[1]), load_camera_info(args.camera_info[0]),
+            args.translation or (0.0, 0.0, 0.0), args.rpy or (0.0, 0.0, 0.0),
+            10.0 if args.distance is None else args.distance)
+        return homography, ["from camera_info and extrinsics"], None
+    return None, [], None
+
+
+def _align_image_pair(args: argparse.Namespace,
+                      start: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+    """(H, report lines): ``start`` refined on the --images or --folder pair; the image
+    sizes' scaling (the node's 'registration: scale') when there is no start."""
+    label, rgb, ir = _image_pair(args)
+    scale = start is None
+    if scale:
+        start = scaling_homography(*ir.shape[:2], *rgb.shape[:2])
+    alignment = align_images(rgb, ir, start, args.iterations, args.margin)
+    return alignment.homography, _alignment_report(label, alignment, args.margin, scale)
+
+
+def _alignment_report(label: str, alignment: Alignment, margin: float,
+                      scale: bool) -> list[str]:
+    """The scores, any estimate that did not converge, and one line on what was kept."""
+    scores = alignment.scores
+    lines = [f"edge alignment of {label} in {alignment.seconds:.1f} s: alignment score "
+             + ", ".join(f"{score:.3f} {name}" for name, score in scores.items())
+             + " (edge correlation, 1 = perfect)"]
+    missing = [name for name in ("affine", "homography") if name not in scores]
+    if missing:
+        lines.append(f"no {' or '.join(missing)} estimate: {alignment.failure}")
+    estimates = [score for name, score in scores.items() if name != "start"]
+    if alignment.choice != "start":
+        lines.append(f"used the {alignment.choice} estimate: alignment score "
+                     f"{scores['start']:.3f} -> {scores[alignment.choice]:.3f}")
+    elif estimates:
+        lines.append(f"kept the starting registration: alignment score {scores['start']:.3f} "
+                     f"-> {max(estimates):.3f} with the estimate (an estimate needs "
+                     f"+{margin:g} over the start and any simpler estimate)"
+                     + (SAME_AS_SCALE if scale else ""))
+    else:
+        lines.append("kept the starting registration: no estimate converged"
+                     + (SAME_AS_SCALE if scale else ""))
+    return lines
+
+
+def _image_pair(args: argparse.Namespace) -> tuple[str, np.ndarray, np.ndarray]:
+    """(label, RGB, IR) of --images, or of --folder's --pair (the first pair by default)."""
+    if args.images:
+        rgb, ir = load_image_pair(*args.images)
+        return " + ".join(Path(p).name for p in args.images), rgb, ir
+    dataset = PairFolderDataset(args.folder)
+    name = args.pair or dataset.names[0]
+    if name not in dataset.names:
+        raise CalibrationError(f"no pair '{name}' in {args.folder} ({len(dataset)} pairs, "
+                               f"from {dataset.names[0]} to {dataset.names[-1]})")
+    sample = dataset[dataset.names.index(name)]
+    return f"{name} ({args.folder})", sample.rgb, sample.ir
+
+
 def _check_option_use(args: argparse.Namespace) -> None:
+    if not (args.points or args.camera_info or args.images or args.folder):
+        raise CalibrationError("calibrate needs --points, --camera-info, --images or --folder")
     extrinsics = (args.translation, args.rpy, args.distance)
     if not args.camera_info and any(v is not None for v in extrinsics):
         raise CalibrationError("--translation, --rpy and --distance go with --camera-info")
     if args.ransac and not args.points:
         raise CalibrationError("--ransac goes with --points")
+    if args.pair and not args.folder:
+        raise CalibrationError("--pair goes with --folder")
+    if args.iterations < 1:
+        raise CalibrationError(f"--iterations must be at least 1, got {args.iterations}")
+    if args.margin < 0:
+        raise CalibrationError(f"--margin must be 0 or more (a worse estimate is never kept), "
+                               f"got {args.margin}")
 
 
 def _format_report(homography: np.ndarray, lines: list[str], out: Path) -> str:

@@ -59,6 +59,7 @@ COMMAND_MODULES = {
     "train-fusion": ("ivtuning_ros.fusion.train", "add_train_fusion_parser"),
     "calibrate": ("ivtuning_ros.calibration", "add_calibrate_parser"),
     "replay": ("ivtuning_ros.ros.replay", "add_replay_parser"),
+    "perceive": ("ivtuning_ros.perceive", "add_perceive_parser"),
 }
 # ROS 2 packages come from a distribution (or `make venv`), not from pip.
 ROS_PACKAGES = {"ament_index_python", "builtin_interfaces", "diagnostic_msgs", "geometry_msgs",

@@ -1,6 +1,9 @@
 """IR -> RGB calibration: point pairs, camera_info, edge-based refinement of a synthetic pair
-within 1 px, the node parameters snippet and the `calibrate` command."""
+within 1 px, the start kept when no estimate beats it (a real RoadScene pair) and a shift
+found (the same pair shifted), the node parameters snippet and the `calibrate` command with
+--points, --camera-info, --images and --folder."""
 import argparse
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -8,11 +11,14 @@ import pytest
 import yaml
 
 from ivtuning_ros.calibration import (
+    SCORE_MARGIN,
     CalibrationError,
     add_calibrate_parser,
+    align_images,
     homography_from_camera_info,
     homography_from_params,
     homography_from_points,
+    load_image_pair,
     load_point_pairs,
     params_snippet,
     refine_homography,
@@ -27,6 +33,12 @@ from ivtuning_ros.runtime.registration import (
 
 H_TRUE = np.array([[1.6, 0.02, 100.0], [-0.015, 1.2, 50.0], [1e-5, -1e-5, 1.0]])
 RGB_SIZE, IR_SIZE = (720, 1280), (512, 640)
+ROADSCENE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "roadscene"
+ALIGNED_PAIR = "FLIR_00060"  # registered by RoadScene's authors; estimates gain ~0.006
+
+
+def shift(dx, dy):
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
 
 
 def transform(homography, points):
@@ -129,11 +141,61 @@ def test_refinement_recovers_a_known_homography_within_a_pixel(seed):
     assert 0.5 < score <= 1.0
 
 
-def test_refinement_without_common_structure_is_a_clear_error():
+def test_alignment_keeps_a_start_that_no_estimate_beats():
+    rgb = scene(0)
+    alignment = align_images(rgb, thermal_view(rgb, H_TRUE, 0), H_TRUE)
+    assert alignment.choice == "start"
+    np.testing.assert_array_equal(alignment.homography, H_TRUE)
+    assert max(alignment.scores.values()) < alignment.scores["start"] + SCORE_MARGIN
+
+
+@pytest.fixture
+def roadscene_pair():
+    """(RGB path, IR path) of a real registered pair of the shared RoadScene copy."""
+    paths = (ROADSCENE / "crop_LR_visible" / f"{ALIGNED_PAIR}.jpg",
+             ROADSCENE / "cropinfrared" / f"{ALIGNED_PAIR}.jpg")
+    if not all(path.is_file() for path in paths):
+        pytest.skip(f"real pair {ALIGNED_PAIR} not in {ROADSCENE} (the shared RoadScene copy "
+                    "is absent)")
+    return paths
+
+
+def test_aligned_real_pair_keeps_the_scale_registration(roadscene_pair, tmp_path, capsys):
+    out = tmp_path / "calibration.yaml"
+    assert calibrate(["--images", *map(str, roadscene_pair), "--out", str(out)]) == 0
+    assert "kept the starting registration: alignment score" in capsys.readouterr().out
+    rgb, ir = load_image_pair(*roadscene_pair)
+    np.testing.assert_array_equal(homography_from_params(out),
+                                  scaling_homography(*ir.shape, *rgb.shape[:2]))
+
+
+def test_real_pair_shifted_a_few_pixels_is_corrected(roadscene_pair):
+    rgb, ir = load_image_pair(*roadscene_pair)
+    (dx, dy), border = (4, -3), 8
+    height, width = ir.shape
+    # Cropped, not warped: a warped IR would have a blank border whose edge RGB lacks.
+    rgb = rgb[border:height - border, border:width - border]
+    ir = ir[border + dy:height - border + dy, border + dx:width - border + dx]
+    # Now IR pixel x shows what RGB pixel x + (dx, dy) does.
+    alignment = align_images(rgb, ir, scaling_homography(*ir.shape, *rgb.shape[:2]))
+    assert alignment.choice != "start"
+    assert alignment.scores[alignment.choice] > alignment.scores["start"] + SCORE_MARGIN
+    grid = np.stack(np.mgrid[0:width - 2 * border:16, 0:height - 2 * border:16], -1)
+    grid = grid.reshape(-1, 2).astype(np.float64)
+    # The mean displacement: the pair's own registration is up to 2 px off a pure identity
+    # at the corners (a slight scale), while the shift is a translation.
+    moved = transform(alignment.homography, grid) - grid
+    np.testing.assert_allclose(moved.mean(axis=0), [dx, dy], atol=0.5)
+
+
+def test_no_common_structure_is_a_clear_error_or_keeps_the_start():
     rgb = scene(0)
     flat = np.full(IR_SIZE, 30000, np.uint16)
     with pytest.raises(CalibrationError, match="did not converge"):
         refine_homography(rgb, flat, H_TRUE)
+    alignment = align_images(rgb, flat, H_TRUE)
+    assert alignment.choice == "start" and list(alignment.scores) == ["start"]
+    assert "did not converge" in alignment.failure
 
 
 def test_params_snippet_round_trips_with_the_node_parameter_names(tmp_path):
@@ -218,8 +280,33 @@ def test_command_camera_info_and_images_modes(tmp_path, capsys):
     points = ir_grid()
     assert reprojection_error(homography_from_params(out), points,
                               transform(truth, points)) < 1.0
-    assert "ECC correlation" in capsys.readouterr().out
+    assert "used the affine estimate: alignment score" in capsys.readouterr().out
     with pytest.raises(ValueError, match="go with --camera-info"):
         calibrate(["--images", "a.png", "b.png", "--distance", "3"])
-    with pytest.raises(ValueError, match="needs --points, --camera-info or --images"):
+    with pytest.raises(ValueError, match="needs --points, --camera-info, --images or --folder"):
         calibrate([])
+
+
+def test_command_folder_mode_aligns_the_first_or_the_named_pair(tmp_path, capsys):
+    root = tmp_path / "pairs"
+    (root / "rgb").mkdir(parents=True)
+    (root / "ir").mkdir()
+    truths = {"a": shift(4, -3), "b": shift(-5, 2)}
+    for seed, (name, truth) in enumerate(truths.items()):
+        truths[name] = truth @ scaling_homography(*IR_SIZE, *RGB_SIZE)
+        rgb = scene(seed)
+        cv2.imwrite(str(root / "rgb" / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "ir" / f"{name}.png"), thermal_view(rgb, truths[name], seed))
+    points = ir_grid()
+    for name, argv in (("a", []), ("b", ["--pair", "b"])):  # the first pair by default
+        out = tmp_path / f"{name}.yaml"
+        assert calibrate(["--folder", str(root), *argv, "--out", str(out)]) == 0
+        assert reprojection_error(homography_from_params(out), points,
+                                  transform(truths[name], points)) < 1.0
+        assert f"edge alignment of {name} ({root})" in capsys.readouterr().out
+    with pytest.raises(CalibrationError, match=r"no pair 'c' in .* \(2 pairs, from a to b\)"):
+        calibrate(["--folder", str(root), "--pair", "c"])
+    with pytest.raises(CalibrationError, match="--pair goes with --folder"):
+        calibrate(["--images", "rgb.png", "ir.png", "--pair", "a"])
+    with pytest.raises(CalibrationError, match="--margin must be 0 or more"):
+        calibrate(["--folder", str(root), "--margin", "-0.1"])

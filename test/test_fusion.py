@@ -159,7 +159,7 @@ def test_eval_fusion_writes_the_table_and_the_contact_sheet(tmp_path, capsys):
     report = json.loads((tmp_path / "eval" / "fusion_report.json").read_text())
     assert set(report) == {"day", "night", "fog", "all"}
     assert set(report["all"]) == {"average", "max_absolute", "laplacian_pyramid", "m2pn"}
-    assert set(report["all"]["m2pn"]) == set(metrics.METRICS)
+    assert set(report["all"]["m2pn"]) == {*metrics.METRICS, "dark_lift"}
     assert (tmp_path / "eval" / "fusion_contact_sheet.png").stat().st_size > 0
 
 

@@ -1,8 +1,10 @@
-"""Datasets as sequences of `Sample`: synthetic RGB-IR scenes and readers of M3FD, LLVIP, MFNet.
+"""Datasets as sequences of `Sample`: synthetic RGB-IR scenes and readers of M3FD, LLVIP,
+MFNet and plain folders of image pairs.
 
 No torch imports here: numpy and OpenCV only.
 """
 from .datasets import LLVIPDataset, M3FDDataset, MFNetDataset, open_dataset
+from .pair_folder import PairFolderDataset
 from .sample import M3FD_CLASSES, MFNET_CLASSES, Sample
 from .synthetic import CONDITIONS, SyntheticDataset, make_scene
 
@@ -13,6 +15,7 @@ __all__ = [
     "M3FD_CLASSES",
     "MFNET_CLASSES",
     "MFNetDataset",
+    "PairFolderDataset",
     "Sample",
     "SyntheticDataset",
     "make_scene",

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .pair_folder import PairFolderDataset, read_image, read_ir, read_rgb
 from .sample import M3FD_CLASSES, MFNET_CLASSES, Sample
 from .synthetic import SyntheticDataset
 
@@ -63,8 +64,8 @@ class M3FDDataset:
 
     def __getitem__(self, index: int) -> Sample:
         file_name, boxes = self.items[index]
-        return Sample(rgb=_read_rgb(self.rgb_dir / file_name),
-                      ir=_read_ir(self.ir_dir / file_name), boxes=boxes[:, :4],
+        return Sample(rgb=read_rgb(self.rgb_dir / file_name),
+                      ir=read_ir(self.ir_dir / file_name), boxes=boxes[:, :4],
                       labels=boxes[:, 4], name=Path(file_name).stem)
 
 
@@ -94,8 +95,8 @@ class LLVIPDataset:
     def __getitem__(self, index: int) -> Sample:
         stem = self.stems[index]
         boxes, labels = _read_voc(self.xml_dir / f"{stem}.xml")
-        return Sample(rgb=_read_rgb(self.rgb_dir / f"{stem}.jpg"),
-                      ir=_read_ir(self.ir_dir / f"{stem}.jpg"), boxes=boxes, labels=labels,
+        return Sample(rgb=read_rgb(self.rgb_dir / f"{stem}.jpg"),
+                      ir=read_ir(self.ir_dir / f"{stem}.jpg"), boxes=boxes, labels=labels,
                       name=stem)
 
 
@@ -122,7 +123,7 @@ class MFNetDataset:
 
     def __getitem__(self, index: int) -> Sample:
         name = self.names[index]
-        image = _imread(self.image_dir / f"{name}.png", cv2.IMREAD_UNCHANGED)
+        image = read_image(self.image_dir / f"{name}.png", cv2.IMREAD_UNCHANGED)
         if image.ndim != 3 or image.shape[2] != 4 or image.dtype != np.uint8:
             raise ValueError(f"MFNet image '{self.image_dir / name}.png' must be 8-bit with 4 "
                              f"channels (RGB + thermal), got {image.dtype} {image.shape}")
@@ -136,12 +137,14 @@ def _synthetic(root: str | Path | None, **kwargs) -> SyntheticDataset:
 
 
 DATASETS: dict[str, Callable[..., object]] = {
-    "m3fd": M3FDDataset, "llvip": LLVIPDataset, "mfnet": MFNetDataset, "synthetic": _synthetic,
+    "m3fd": M3FDDataset, "llvip": LLVIPDataset, "mfnet": MFNetDataset,
+    "folder": PairFolderDataset, "synthetic": _synthetic,
 }
 
 
 def open_dataset(kind: str, root: str | Path | None = None, **kwargs):
-    """The dataset of one kind: "m3fd", "llvip", "mfnet" (read from ``root``) or
+    """The dataset of one kind: "m3fd", "llvip", "mfnet", "folder" (read from ``root``;
+    "folder" is any folder of image pairs without annotations, `FOLDER_LAYOUT`) or
     "synthetic" (``length``, ``seed``, ...; no root). ``kwargs`` go to its constructor."""
     if kind not in DATASETS:
         raise ValueError(f"unknown dataset kind '{kind}'; use one of {', '.join(DATASETS)}")
@@ -157,29 +160,8 @@ def _folder(path: Path, what: str, layout: str) -> Path:
     return path
 
 
-def _imread(path: Path, flags: int) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"image '{path}' does not exist")
-    image = cv2.imread(str(path), flags)
-    if image is None:
-        raise ValueError(f"image '{path}' cannot be decoded")
-    return image
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(_imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
-def _read_ir(path: Path) -> np.ndarray:
-    """A grey IR image as stored (uint8 or uint16), 2-D: grey JPGs decode to 3 equal channels."""
-    image = _imread(path, cv2.IMREAD_UNCHANGED)
-    if image.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"IR image '{path}' must be 8- or 16-bit, got {image.dtype}")
-    return np.ascontiguousarray(image[..., 0] if image.ndim == 3 else image)
-
-
 def _read_label(path: Path) -> np.ndarray:
-    label = _imread(path, cv2.IMREAD_UNCHANGED)
+    label = read_image(path, cv2.IMREAD_UNCHANGED)
     if label.ndim == 3 and (label == label[..., :1]).all():
         label = label[..., 0]
     if label.ndim != 2 or label.dtype != np.uint8 or label.max() >= len(MFNET_CLASSES):
@@ -233,10 +215,12 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default_length: int,
                           default_split: str) -> None:
     """The dataset options that `ivtuning train` and `ivtuning eval` share."""
     parser.add_argument("--data", required=True, choices=list(DATASETS), metavar="KIND",
-                        help=f"dataset kind: {', '.join(DATASETS)}")
+                        help=f"dataset kind: {', '.join(DATASETS)} (folder: any folder of "
+                             "RGB-IR image pairs, e.g. RoadScene, no annotations)")
     parser.add_argument("--root", help="dataset folder (not for synthetic)")
     parser.add_argument("--split", default=default_split,
-                        help=f"llvip/mfnet split (default: {default_split})")
+                        help=f"llvip/mfnet split; folder: a sub-folder of both image folders, "
+                             f"used where it exists (default: {default_split})")
     parser.add_argument("--length", type=int, default=default_length, metavar="N",
                         help=f"synthetic: number of scenes (default: {default_length})")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
@@ -256,5 +240,5 @@ def dataset_from_arguments(args: argparse.Namespace):
                             conditions=tuple(args.conditions.split(",")),
                             rgb_size=(round(480 * scale), round(640 * scale)),
                             ir_size=(round(512 * scale), round(640 * scale)))
-    options = {"split": args.split} if args.data in ("llvip", "mfnet") else {}
+    options = {"split": args.split} if args.data in ("llvip", "mfnet", "folder") else {}
     return open_dataset(args.data, args.root, **options)

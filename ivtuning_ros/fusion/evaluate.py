@@ -1,5 +1,6 @@
-"""`ivtuning eval --fusion`: M2PN and the three baselines on the same registered pairs,
-the ten standard metrics each (mean over the pairs, per condition), and a contact sheet."""
+"""`ivtuning eval --fusion`: M2PN and the three baselines on the same registered pairs at
+each pair's own resolution, the ten standard metrics each (mean over the pairs, per
+condition) plus the dark-region lift, and a contact sheet."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -10,12 +11,14 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from ..model import ModelConfig
-from ..model.fusion.color import luminance, restore_color, unnormalise
+from ..model.config import InputConfig
+from ..model.fusion.color import luminance, restore_color
 from ..model.fusion.m2pn import M2PN
-from ..train.batch import Augmentation, BatchBuilder
 from .baselines import BASELINES
 from .metrics import METRICS, fusion_metrics
+from .pairs import unit_pair
+
+DARK = 0.15  # luminance below which a pixel counts as dark (dark_lift)
 
 
 def fuse_pair(model: M2PN | None, rgb: torch.Tensor, ir: torch.Tensor) -> dict[str, np.ndarray]:
@@ -30,65 +33,73 @@ def fuse_pair(model: M2PN | None, rgb: torch.Tensor, ir: torch.Tensor) -> dict[s
     return fused
 
 
-def evaluate_fusion(model: M2PN | None, config: ModelConfig, dataset,
-                    limit: int | None = None, progress: bool = True,
-                    sheet_rows: int = 4) -> tuple[dict, list[dict]]:
-    """(report, examples): report[condition][method][metric] means over the pairs (plus
-    'all'), and the first ``sheet_rows`` pairs' images for the contact sheet."""
-    builder = BatchBuilder(config, Augmentation(), use_ir=True)
+def evaluate_fusion(model: M2PN | None, config: InputConfig, dataset,
+                    indices: list[int] | None = None, width: int | None = None,
+                    progress: bool = True, sheet_rows: int = 4) -> tuple[dict, list[dict]]:
+    """(report, examples) over the pairs at ``indices`` (default all), each at its own
+    resolution (``width``: resized to it first). report[condition][method][metric]: means
+    over the pairs, "all" always, one entry per condition the data set names; each method
+    also has ``dark_lift``. Examples: the first ``sheet_rows`` pairs' images."""
     sums: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
     counts: dict = defaultdict(int)
     examples = []
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    for index in tqdm(range(count), unit="pair", desc="fusion eval", disable=not progress):
+    indices = list(range(len(dataset))) if indices is None else indices
+    for index in tqdm(indices, unit="pair", desc="fusion eval", disable=not progress):
         sample = dataset[index]
-        batch = builder([sample])
-        height, width = batch.valid_sizes[0].round().long().tolist()
-        rgb, ir = unnormalise(batch.rgb[..., :height, :width], batch.ir[..., :height, :width],
-                              config.input)
+        rgb, ir = unit_pair(sample, config, width)
         fused = fuse_pair(model, rgb, ir)
-        condition = sample.condition or "real"
-        a, b = 255 * ir[0, 0].numpy(), 255 * luminance(rgb)[0, 0].numpy()
+        y = luminance(rgb)
+        groups = ["all", sample.condition] if sample.condition else ["all"]
+        a, b = 255 * ir[0, 0].numpy(), 255 * y[0, 0].numpy()
         for method, image in fused.items():
-            for metric, value in fusion_metrics(255 * image, a, b).items():
-                sums[condition][method][metric] += value
-                sums["all"][method][metric] += value
-        counts[condition] += 1
-        counts["all"] += 1
+            values = {**fusion_metrics(255 * image, a, b),
+                      "dark_lift": dark_lift(image, ir[0, 0].numpy(), y[0, 0].numpy())}
+            for group in groups:
+                for metric, value in values.items():
+                    sums[group][method][metric] += value
+        for group in groups:
+            counts[group] += 1
         if len(examples) < sheet_rows:
-            examples.append({"rgb": rgb, "ir": ir, "fused": fused, "condition": condition})
-    report = {condition: {method: {metric: round(total / counts[condition], 4)
-                                   for metric, total in metrics.items()}
-                          for method, metrics in methods.items()}
-              for condition, methods in sums.items()}
-    return report, examples
+            examples.append({"rgb": rgb, "ir": ir, "fused": fused, "name": sample.name})
+    return ({group: {method: {metric: round(total / counts[group], 4)
+                              for metric, total in metrics.items()}
+                     for method, metrics in methods.items()}
+             for group, methods in sums.items()}, examples)
+
+
+def dark_lift(fused: np.ndarray, ir: np.ndarray, visible: np.ndarray) -> float:
+    """How much a fused luminance brightens what is dark and cold in both sources (visible
+    and IR under `DARK`): the grey veil over a night scene, 0 when it stays dark."""
+    dark = (visible < DARK) & (ir < DARK)
+    return float((fused[dark] - visible[dark]).mean()) if dark.any() else 0.0
 
 
 def contact_sheet(examples: list[dict], path: str | Path, tile_width: int = 240) -> Path:
-    """Rows of pairs; columns: visible, IR, then each method's fused image (M2PN's in the
-    visible colour)."""
-    columns = ["visible", "IR", *examples[0]["fused"]] if examples else []
-    tiles = []
+    """Rows of pairs, each at its own aspect ratio; columns: visible, IR, then each method's
+    fused image (M2PN's in the visible colour)."""
+    if not examples:
+        raise ValueError("no pairs to draw")
+    columns = ["visible", "IR", *examples[0]["fused"]]
+    rows = []
     for example in examples:
         rgb = example["rgb"]
         row = [_to_pil(rgb[0]), _to_pil(example["ir"][0])]
         for name, image in example["fused"].items():
             y = torch.from_numpy(np.asarray(image, dtype=np.float32))[None, None]
             row.append(_to_pil(restore_color(y, rgb)[0] if name == "m2pn" else y[0]))
-        tiles.append(row)
-    if not tiles:
-        raise ValueError("no pairs to draw")
-    scale = tile_width / tiles[0][0].width
-    tile_height = round(tiles[0][0].height * scale)
-    sheet = Image.new("RGB", (tile_width * len(columns), 18 + tile_height * len(tiles)),
-                      "white")
+        height = max(1, round(row[0].height * tile_width / row[0].width))
+        rows.append([tile.resize((tile_width, height)) for tile in row])
+    header = 18
+    sheet = Image.new("RGB", (tile_width * len(columns),
+                              header + sum(row[0].height for row in rows)), "white")
     draw = ImageDraw.Draw(sheet)
     for column, name in enumerate(columns):
         draw.text((column * tile_width + 4, 3), name, fill="black")
-    for row_index, row in enumerate(tiles):
+    top = header
+    for row in rows:
         for column, tile in enumerate(row):
-            sheet.paste(tile.resize((tile_width, tile_height)),
-                        (column * tile_width, 18 + row_index * tile_height))
+            sheet.paste(tile, (column * tile_width, top))
+        top += row[0].height
     path = Path(path)
     sheet.save(path)
     return path
@@ -103,15 +114,16 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def markdown_tables(report: dict) -> str:
-    """One table per condition: methods as rows, the ten metrics as columns."""
+    """One table per condition: methods as rows, the ten metrics (best in bold: higher is
+    better for each) and the dark-region lift (nearest 0 is best) as columns."""
     parts = []
     for condition, methods in report.items():
-        lines = [f"**{condition}**", "", "| method | " + " | ".join(METRICS) + " |",
-                 "|" + " --- |" * (len(METRICS) + 1)]
+        lines = [f"**{condition}**", "", "| method | " + " | ".join(METRICS) + " | dark lift |",
+                 "|" + " --- |" * (len(METRICS) + 2)]
+        best = {m: max(v[m] for v in methods.values()) for m in METRICS}
         for method, metrics in methods.items():
-            best = {m: max(v[m] for v in methods.values()) for m in METRICS}
             lines.append(f"| {method} | " + " | ".join(
                 f"**{metrics[m]:.3f}**" if metrics[m] == best[m] else f"{metrics[m]:.3f}"
-                for m in METRICS) + " |")
+                for m in METRICS) + f" | {metrics['dark_lift']:+.3f} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)

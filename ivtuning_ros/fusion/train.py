@@ -1,30 +1,34 @@
 """`ivtuning train-fusion`: M2PN trained without ground truth (SEED_METHODS.md section 3.3)
-on registered RGB-IR pairs made by the engine's own preprocessing (letterbox, IR gain
-control, registration onto RGB), random crops of their image region; the memory bank is
-filled by a quality scorer after every step (Alg. 1)."""
+on random crops of registered RGB-IR pairs at their own resolution (`pairs.unit_pair`: the
+engine's IR gain control and registration, no letterbox); the memory bank is filled by a
+quality scorer after every step (Alg. 1). ``--recipe paper`` is the paper's RoadScene
+protocol; ``--val-pairs`` holds pairs out and logs a validation curve."""
 from __future__ import annotations
 
 import argparse
 import csv
 import math
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.datasets import add_dataset_arguments, dataset_from_arguments
-from ..model import ModelConfig, load_config
+from ..model import load_config
+from ..model.config import InputConfig
 from ..model.fusion.checkpoint import load_fusion, save_fusion
-from ..model.fusion.color import luminance, unnormalise
+from ..model.fusion.color import luminance
 from ..model.fusion.m2pn import M2PN, M2PNConfig
-from ..train.batch import Augmentation, BatchBuilder
 from ..train.loop import load_training_state
 from .losses import contrast_loss, fusion_loss
+from .pairs import held_out_indices, unit_pair
 from .quality import ClipScorer, HandcraftedScorer, QualityScorer
 
-STATE_FILE, CHECKPOINT_FILE = "fusion_state.pth", "fusion.pth"
+STATE_FILE, CHECKPOINT_FILE, BEST_FILE = "fusion_state.pth", "fusion.pth", "fusion_best.pth"
+VALIDATION_LOG, VALIDATION_PLOT = "validation.csv", "validation.png"
 
 
 @dataclass
@@ -36,52 +40,73 @@ class FusionTrainOptions:
     decay_at: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])  # x0.5 each
     k: float = 1.0
     structure_weight: float = 15.0
+    val_pairs: int = 0  # held out of training, measured every val_every steps
+    val_every: int = 50
     seed: int = 0
     out_dir: str = "out/fusion"
 
 
-def registered_pairs(batch, config: ModelConfig, crop: int,
-                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(IR, Y) crops (B, 1, crop, crop) in [0, 1] from a training batch's image regions."""
-    rgb, ir = unnormalise(batch.rgb, batch.ir, config.input)
-    y = luminance(rgb)
-    crops_ir, crops_y = [], []
-    for index, (height, width) in enumerate(batch.valid_sizes.round().long().tolist()):
-        size = min(crop, height, width)
-        top = int(torch.randint(0, height - size + 1, (), generator=generator))
-        left = int(torch.randint(0, width - size + 1, (), generator=generator))
-        window = (slice(top, top + size), slice(left, left + size))
-        crops_ir.append(_resize(ir[index:index + 1, :, window[0], window[1]], crop))
-        crops_y.append(_resize(y[index:index + 1, :, window[0], window[1]], crop))
-    return torch.cat(crops_ir), torch.cat(crops_y)
+# The paper's RoadScene protocol (SEED_METHODS.md 3.3): 8,000 random 128x128 crops, 40
+# validation pairs, Adam, batch 16, lr 1e-3; 100 epochs of the 8,000 crops = 50,000 steps,
+# halved at 20/40/60/80% (the sister repositories' schedule: the paper names none).
+RECIPES = {
+    "demo": FusionTrainOptions(),
+    "paper": FusionTrainOptions(steps=100 * 8000 // 16, batch_size=16, crop=128, lr=1e-3,
+                                val_pairs=40, val_every=500),
+}
 
 
-def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
-    if image.shape[-1] == size and image.shape[-2] == size:
-        return image
-    return torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear",
-                                           align_corners=False)
+class RandomCrops(Dataset):
+    """A random ``crop`` x ``crop`` window of each registered pair, as (IR, Y) in [0, 1],
+    (1, crop, crop) each; a pair smaller than the crop gives its largest square, resized."""
+
+    def __init__(self, dataset, indices: list[int], config: InputConfig, crop: int,
+                 seed: int) -> None:
+        self.dataset, self.indices, self.config, self.crop = dataset, indices, config, crop
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb, ir = unit_pair(self.dataset[self.indices[index]], self.config)
+        height, width = ir.shape[-2:]
+        size = min(self.crop, height, width)
+        top = int(torch.randint(0, height - size + 1, (), generator=self.generator))
+        left = int(torch.randint(0, width - size + 1, (), generator=self.generator))
+        window = (..., slice(top, top + size), slice(left, left + size))
+        pair = torch.cat([ir[window], luminance(rgb)[window]], 1)
+        if size != self.crop:
+            pair = torch.nn.functional.interpolate(pair, size=(self.crop, self.crop),
+                                                   mode="bilinear", align_corners=False)
+        return pair[0, :1], pair[0, 1:]
 
 
-def train_fusion(model: M2PN, config: ModelConfig, dataset, options: FusionTrainOptions,
+def train_fusion(model: M2PN, config: InputConfig, dataset, options: FusionTrainOptions,
                  scorer: QualityScorer, resume: bool = False, progress: bool = True) -> dict:
     """Train ``model`` in place; writes ``fusion.pth``, ``fusion_state.pth`` and ``log.csv``
-    into ``out_dir``; returns the last step's losses."""
+    into ``out_dir`` (with ``val_pairs``: also ``validation.csv``, ``validation.png`` and the
+    best checkpoint by validation loss, ``fusion_best.pth``); returns the last step's
+    losses and the training time."""
     torch.manual_seed(options.seed)
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    held_out = (held_out_indices(len(dataset), options.val_pairs, options.seed)
+                if options.val_pairs else [])
+    train_indices = sorted(set(range(len(dataset))) - set(held_out))
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, [round(f * options.steps) for f in options.decay_at], gamma=0.5)
     step = (load_training_state(out / STATE_FILE, model, optimizer, scheduler)["step"]
             if resume else 0)
-    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=True,
-                        collate_fn=BatchBuilder(config, Augmentation(), use_ir=True,
-                                                seed=options.seed),
+    loader = DataLoader(RandomCrops(dataset, train_indices, config, options.crop,
+                                    options.seed + step),
+                        batch_size=options.batch_size, shuffle=True, drop_last=False,
                         generator=torch.Generator().manual_seed(options.seed + step))
-    generator = torch.Generator().manual_seed(options.seed + step)
+    validation = Validation(dataset, held_out, config, out, options) if held_out else None
     model.train()
     losses: dict = {}
+    started = time.monotonic()
     bar = tqdm(total=options.steps, initial=step, unit="step", desc="fusion",
                disable=not progress)
     with open(out / "log.csv", "a", newline="") as log_file:
@@ -90,29 +115,76 @@ def train_fusion(model: M2PN, config: ModelConfig, dataset, options: FusionTrain
             log.writerow(["step", "loss", "intensity", "structure", "contrast", "quality",
                           "threshold", "accepted"])
         while step < options.steps:
-            for batch in loader:
+            for ir, y in loader:
                 if step >= options.steps:
                     break
-                losses = _step(model, optimizer, scorer, batch, config, options, generator)
+                losses = _step(model, optimizer, scorer, ir, y, options)
                 scheduler.step()
                 step += 1
                 log.writerow([step, *(f"{v:.5f}" for v in losses.values())])
                 log_file.flush()  # followable with tail -f
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", accept=f"{losses['accepted']:.2f}")
                 bar.update()
+                if validation and (step % options.val_every == 0 or step == options.steps):
+                    validation.run(model, step)
             torch.save({"step": step, "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "options": asdict(options)},
                        out / STATE_FILE)
     bar.close()
-    save_fusion(model.eval(), out / CHECKPOINT_FILE, input=asdict(config.input),
+    save_fusion(model.eval(), out / CHECKPOINT_FILE, input=asdict(config),
                 steps=options.steps, scorer=type(scorer).__name__)
-    return losses
+    return {**losses, "train_seconds": round(time.monotonic() - started, 1)}
 
 
-def _step(model: M2PN, optimizer, scorer: QualityScorer, batch, config: ModelConfig,
-          options: FusionTrainOptions, generator: torch.Generator) -> dict:
-    ir, y = registered_pairs(batch, config, options.crop, generator)
+class Validation:
+    """The fusion loss on the held-out pairs, whole and at their own resolution: one row of
+    ``validation.csv`` per run, the curve in ``validation.png``, the best model saved."""
+
+    def __init__(self, dataset, indices: list[int], config: InputConfig, out: Path,
+                 options: FusionTrainOptions) -> None:
+        self.pairs = [unit_pair(dataset[i], config) for i in indices]
+        self.config, self.out, self.options = config, out, options
+        self.curve: list[tuple[int, float]] = []
+
+    @torch.no_grad()
+    def run(self, model: M2PN, step: int) -> float:
+        model.eval()
+        total = 0.0
+        for rgb, ir in self.pairs:
+            y = luminance(rgb)
+            fused = model(ir, y).fused.clamp(0, 1)
+            total += fusion_loss(fused, ir, y, self.options.k,
+                                 self.options.structure_weight)["fusion"].item()
+        model.train()
+        loss = total / len(self.pairs)
+        if not self.curve or loss < min(v for _, v in self.curve):
+            save_fusion(model, self.out / BEST_FILE, input=asdict(self.config), steps=step)
+        self.curve.append((step, loss))
+        with open(self.out / VALIDATION_LOG, "w", newline="") as file:
+            csv.writer(file).writerows([("step", "validation_loss"), *self.curve])
+        _plot_curve(self.curve, self.out / VALIDATION_PLOT)
+        return loss
+
+
+def _plot_curve(curve: list[tuple[int, float]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 3.2))
+    steps, losses = zip(*curve, strict=True)
+    axes.plot(steps, losses, marker="o")
+    axes.set_xlabel("step")
+    axes.set_ylabel("validation fusion loss")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _step(model: M2PN, optimizer, scorer: QualityScorer, ir: torch.Tensor, y: torch.Tensor,
+          options: FusionTrainOptions) -> dict:
     output = model(ir, y)
     terms = fusion_loss(output.fused, ir, y, options.k, options.structure_weight)
     contrast = contrast_loss(output)
@@ -135,39 +207,58 @@ def add_train_fusion_parser(subparsers: argparse._SubParsersAction) -> argparse.
     parser = subparsers.add_parser("train-fusion", help="train the M2PN image-fusion network "
                                    "without labels on registered RGB-IR pairs")
     parser.add_argument("--config", default="models/ivt_demo.yaml",
-                        help="model config whose input preprocessing makes the pairs "
+                        help="model config whose IR gain control makes the pairs "
                              "(default %(default)s)")
     add_dataset_arguments(parser, default_length=200, default_split="train")
-    defaults = FusionTrainOptions()
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--crop", type=int, default=defaults.crop)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--recipe", choices=tuple(RECIPES), default="demo",
+                        help="defaults of the options below: demo (400 steps, batch 8), or "
+                             "paper (RoadScene protocol: 128x128 crops, batch 16, lr 1e-3, "
+                             "50,000 steps halved at 20/40/60/80%%, 40 validation pairs); "
+                             "an option given explicitly wins (default %(default)s)")
+    parser.add_argument("--steps", type=int, help="optimiser steps")
+    parser.add_argument("--batch-size", type=int, help="crops per step")
+    parser.add_argument("--crop", type=int, help="side of the square training crops, px of "
+                                                 "the pair's own resolution")
+    parser.add_argument("--lr", type=float, help="Adam's initial learning rate")
+    parser.add_argument("--val-pairs", type=int, metavar="N",
+                        help="hold N pairs out (drawn with --seed) and measure the fusion "
+                             "loss on them every --val-every steps; 0: none")
+    parser.add_argument("--val-every", type=int, metavar="STEPS",
+                        help="steps between validation runs")
     parser.add_argument("--dim", type=int, default=M2PNConfig.dim,
                         help="node embedding width D (184: 0.96M parameters)")
     parser.add_argument("--clip", metavar="CHECKPOINT",
                         help="score the memory with CLIP ViT-B/32 (open_clip, a local "
                              "checkpoint) instead of the offline scorer")
-    parser.add_argument("--init", help="continue from a fusion checkpoint")
+    parser.add_argument("--init", help="continue from a fusion checkpoint (fine-tuning)")
     parser.add_argument("--half", action="store_true", help="also write fusion_fp16.pth")
-    parser.add_argument("--out", default="out/fusion")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--out", default="out/fusion", help="output folder (default "
+                                                            "%(default)s)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last saved state")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_train_fusion_command)
     return parser
 
 
+def options_from_arguments(args: argparse.Namespace) -> FusionTrainOptions:
+    """The recipe's options, with those given on the command line in their place."""
+    given = {name: getattr(args, name) for name in
+             ("steps", "batch_size", "crop", "lr", "val_pairs", "val_every")
+             if getattr(args, name) is not None}
+    return replace(RECIPES[args.recipe], **given, seed=args.seed, out_dir=args.out)
+
+
 def run_train_fusion_command(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config).input
     model = load_fusion(args.init) if args.init else M2PN(M2PNConfig(dim=args.dim))
     scorer = ClipScorer(args.clip) if args.clip else HandcraftedScorer()
-    options = FusionTrainOptions(steps=args.steps, batch_size=args.batch_size, crop=args.crop,
-                                 lr=args.lr, seed=args.seed, out_dir=args.out)
-    losses = train_fusion(model, config, dataset_from_arguments(args), options, scorer,
+    options = options_from_arguments(args)
+    result = train_fusion(model, config, dataset_from_arguments(args), options, scorer,
                           resume=args.resume, progress=not args.quiet)
     if args.half:
         save_fusion(model, Path(args.out) / "fusion_fp16.pth", half=True,
-                    input=asdict(config.input), steps=options.steps)
-    print(f"trained M2PN for {options.steps} steps: final loss {losses['loss']:.4f}; "
-          f"checkpoint {Path(args.out) / CHECKPOINT_FILE}")
+                    input=asdict(config), steps=options.steps)
+    print(f"trained M2PN for {options.steps} steps in {result['train_seconds']:.0f} s: final "
+          f"loss {result['loss']:.4f}; checkpoint {Path(args.out) / CHECKPOINT_FILE}")
     return 0

@@ -5,6 +5,11 @@
   heads) plus a fingerprint of the frozen backbone weights it was trained on: the
   paper's storage argument (one backbone, n small task files). Loading an
   adapter over different frozen weights fails instead of silently degrading.
+
+Both record ``trained_on``: the names of the datasets the weights learnt from, oldest
+first (``synthetic(seed=0)``, ``m3fd(/data/m3fd)``; `record_training`). A loaded model
+keeps the record as its ``trained_on`` attribute, so that re-saving it (`ivtuning
+export`, an ``--init`` for more training) carries it on.
 """
 from __future__ import annotations
 
@@ -21,6 +26,13 @@ from .weights import WeightsError, list_keys, load_file, state_fingerprint
 
 FULL, ADAPTER = "ivtuning-full", "ivtuning-adapter"
 FORMAT_VERSION = 1
+TRAINED_ON = "trained_on"  # payload key and model attribute
+SYNTHETIC = "synthetic"  # the kind of `SyntheticDataset`'s names, ``synthetic(seed=0)``
+# Checkpoints written before the record existed hold nothing that names their data. The
+# one the project published, models/ivt_demo.pth, was made by `make demo-weights` on
+# synthetic scenes only: its config name and tensor fingerprints (one per committed
+# revision) say it is that file.
+UNRECORDED_SYNTHETIC = {"ivt_demo": {"6cea6a8a03d934da", "4a9e556cf4adb42e"}}
 
 
 def frozen_prefix(model: IVTuningModel) -> str:
@@ -49,14 +61,42 @@ def frozen_fingerprints(model: IVTuningModel) -> dict[str, str]:
                for name, module in model.backbone.reusable_parts().items()}}
 
 
+def trained_on(model: IVTuningModel) -> list[str]:
+    """The names of the datasets ``model``'s weights learnt from, oldest first; empty when
+    unknown (an untrained or converted model, or a checkpoint from before the record)."""
+    return list(getattr(model, TRAINED_ON, []))
+
+
+def record_training(model: IVTuningModel, dataset_name: str) -> None:
+    """Add a dataset to ``model``'s record (training calls it; a resumed run adds nothing)."""
+    history = trained_on(model)
+    if dataset_name not in history:
+        history.append(dataset_name)
+    setattr(model, TRAINED_ON, history)
+
+
+def training_data(names: list[str]) -> str:
+    """The kinds of data of a record, one word each: ``synthetic``, ``synthetic+m3fd``;
+    ``unknown`` for an empty record."""
+    kinds = dict.fromkeys(name.split("(")[0] for name in names)  # ordered, unique
+    return "+".join(kinds) or "unknown"
+
+
+def synthetic_only(names: list[str]) -> bool:
+    """Whether a record names synthetic scenes and nothing else: such weights find little
+    or nothing in real images."""
+    return training_data(names) == SYNTHETIC
+
+
 def save_checkpoint(model: IVTuningModel, config: ModelConfig, path: str | Path, *,
                     adapter: bool = False, half: bool = False) -> None:
-    """Write a full checkpoint, or with ``adapter=True`` only the trained tensors.
+    """Write a full checkpoint, or with ``adapter=True`` only the trained tensors, with
+    the model's `trained_on` record.
 
     ``half`` stores floating-point tensors as fp16 (half the file; loading casts back).
     """
     payload = {"format": ADAPTER if adapter else FULL, "version": FORMAT_VERSION,
-               "config": config.to_dict()}
+               "config": config.to_dict(), TRAINED_ON: trained_on(model)}
     if adapter:
         payload["state_dict"] = adapter_state(model)
         payload["base_fingerprint"] = base_fingerprint(model)
@@ -86,6 +126,7 @@ def load_checkpoint(path: str | Path, *,
     if payload["format"] == FULL:
         model = build_model(config, load_weights=False)
         _load_exact(model, payload["state_dict"], path)
+        setattr(model, TRAINED_ON, _recorded_data(payload, config))
         return model, config
     if base_weights is not None:
         config.backbone.weights = base_weights
@@ -108,7 +149,19 @@ def load_checkpoint(path: str | Path, *,
     trained = adapter_state(model)
     kept = {k: v for k, v in model.state_dict().items() if k not in trained}
     _load_exact(model, {**kept, **payload["state_dict"]}, path)
+    setattr(model, TRAINED_ON, _recorded_data(payload, config))
     return model, config
+
+
+def _recorded_data(payload: dict, config: ModelConfig) -> list[str]:
+    """A checkpoint's `trained_on` record; for one from before the record, the
+    `UNRECORDED_SYNTHETIC` rule (the fingerprint only hashes files that claim the name)."""
+    if TRAINED_ON in payload:
+        return list(payload[TRAINED_ON])
+    known = UNRECORDED_SYNTHETIC.get(config.name, set())
+    if known and state_fingerprint(payload["state_dict"]) in known:
+        return [SYNTHETIC]
+    return []
 
 
 def load_checkpoint_as(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -121,10 +174,12 @@ def load_checkpoint_as(path: str | Path, overrides: list[str] | tuple[str, ...] 
         return model, config
     config = config_from_dict(apply_overrides(config.to_dict(), overrides))
     source = model.state_dict()
+    history = trained_on(model)
     model = build_model(config, load_weights=False)
     target = model.state_dict()
     model.load_state_dict({k: v for k, v in source.items()
                            if k in target and target[k].shape == v.shape}, strict=False)
+    setattr(model, TRAINED_ON, history)  # the shared tensors keep what they learnt
     return model, config
 
 

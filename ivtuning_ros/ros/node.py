@@ -36,6 +36,7 @@ from vision_msgs.msg import (
 )
 
 from ..model import load_model
+from ..model.checkpoint import SYNTHETIC, trained_on, training_data
 from ..runtime import (
     LARGE_LAYOUT_PIXELS,
     Engine,
@@ -110,6 +111,7 @@ class PerceptionNode(LifecycleNode):
         self._model = None
         self._config = None
         self._trained = False  # the model came from a checkpoint
+        self._trained_on = ""  # /diagnostics' weights_trained_on, set with the model
         self._pairer: FramePairer | None = None
         self._worker: threading.Thread | None = None
         self._display: LatestJobThread | None = None
@@ -331,8 +333,15 @@ class PerceptionNode(LifecycleNode):
         model, config, self._trained = load_model(
             path, settings.checkpoint or None, base_weights=settings.base_weights or None,
             overrides=settings.model_overrides.split())
+        # Synthetic-only weights (the demo's) are a choice, like allow_untrained: the log
+        # and weights_trained_on say so, the level stays OK (see the README).
+        self._trained_on = training_data(trained_on(model)) if self._trained else "untrained"
         if self._trained:
-            self.get_logger().info(f"loaded checkpoint {settings.checkpoint} ({config.name})")
+            self.get_logger().info(f"loaded checkpoint {settings.checkpoint} ({config.name}, "
+                                   f"trained on {self._trained_on} data)")
+            if self._trained_on == SYNTHETIC:
+                self.get_logger().warning("the checkpoint was trained on synthetic scenes "
+                                          "only: expect few or no detections on real cameras")
         else:
             self.get_logger().warning(f"no checkpoint given: {config.name} runs with untrained "
                                       "heads and prompter; set the 'checkpoint' parameter")
@@ -724,6 +733,7 @@ class PerceptionNode(LifecycleNode):
             "model": self.engine.config.name if self.engine else "",
             "backend": self.engine.backend if self.engine else "",
             "precision": self.engine.precision if self.engine else "",
+            "weights_trained_on": self._trained_on if self.engine else "",
             "ir_state": fusion["state"],
             "fused_fraction": f"{fusion['fraction']:.3f}",
             "ir_stamp_offset_ms": fusion["offset_ms"],

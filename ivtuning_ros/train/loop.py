@@ -26,7 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ..model import IVTuningModel, ModelConfig, save_checkpoint
-from ..model.checkpoint import frozen_fingerprints
+from ..model.checkpoint import frozen_fingerprints, record_training
 from .batch import IGNORE, Augmentation, BatchBuilder
 from .criterion import SetCriterion
 from .denoising import DenoisingConfig, make_denoising_queries
@@ -71,6 +71,9 @@ def train(model: IVTuningModel, config: ModelConfig, dataset, options: TrainOpti
     out.mkdir(parents=True, exist_ok=True)
     core = model.to(device)
     core.train()
+    # Checkpoints name the data their weights learnt from: `ivtuning perceive` warns about
+    # synthetic-only weights and the node's /diagnostics reports the kind.
+    record_training(core, getattr(dataset, "name", type(dataset).__name__))
     _set_trainable(core, options)
     parameters = [p for p in core.parameters() if p.requires_grad]
     optimizer = _optimizer(parameters, options)
