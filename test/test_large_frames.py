@@ -11,6 +11,7 @@ from ivtuning_ros.model.postprocess import letterbox_for, segmentation_to_origin
 from ivtuning_ros.runtime import Engine, EngineOptions
 from ivtuning_ros.runtime import engine as engine_module
 from ivtuning_ros.runtime.backends.onnx_export import export_onnx
+from ivtuning_ros.runtime.preprocess import Preprocessor
 from ivtuning_ros.runtime.step import FrameLayout, FrameStep
 
 from .test_backends import assert_runtimes_match_torch
@@ -83,3 +84,20 @@ def test_an_elongated_frame_that_still_covers_a_pixel_runs(tiny_model, tiny_conf
     engine = Engine(tiny_model, tiny_config)  # 64x80 input: 1 x 80 covers 1 x 1 pixel there
     result = engine.infer(np.zeros((1, 80, 3), np.uint8))
     assert result.class_map.shape == (1, 80)
+
+
+def test_a_large_frame_is_shrunk_before_it_becomes_float(tiny_config):
+    """A 16 MP frame is resized as uint8 (no 200 MB float copy): the network input agrees
+    with the float resize within one grey level."""
+    preprocessor = Preprocessor(tiny_config.input)
+    rgb = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4096, 4096, 3),
+                                                             dtype=np.uint8))
+    letterbox = letterbox_for(4096, 4096, tiny_config.input.height, tiny_config.input.width)
+    shrunk = preprocessor.rgb(rgb, letterbox)
+    rows, cols = letterbox.valid_slices
+    size = (rows.stop - rows.start, cols.stop - cols.start)
+    as_float = F.interpolate(rgb.permute(2, 0, 1)[None].float(), size=size,
+                                               mode="bilinear", align_corners=False)
+    expected = (as_float - preprocessor.rgb_mean) / preprocessor.rgb_std
+    one_level = 1.0 / preprocessor.rgb_std.min().item()
+    assert (shrunk[..., rows, cols] - expected).abs().max() <= one_level + 1e-5
