@@ -46,7 +46,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "ivtuning = ivtuning_ros.cli:main",
+            "ivtuning = ivtuning_ros.commands.cli:main",
             "perception_node = ivtuning_ros.ros.entry:main",
         ],
     },

@@ -8,7 +8,7 @@ runs in all three):
 * ``iv_tuning``: the frozen backbone with infrared prompts on RGB + IR, the prompter
   holding random non-zero ("trained-looking") weights, so nothing can be skipped;
 * ``dual_branch``: the design IV-tuning replaces: the frozen backbone on RGB, again on IR,
-  features summed (`ivtuning_ros.benchmark.DualBranchBaseline`, without heads).
+  features summed (`ivtuning_ros.runtime.benchmark.DualBranchBaseline`, without heads).
 
 After a warm-up, the three run interleaved (one of each per repeat), so that machine
 load affects them alike; reports median and p90 latency, GFLOPs counted by
@@ -33,8 +33,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ivtuning_ros.benchmark import DualBranchBaseline, device_name
 from ivtuning_ros.model import AdaptedBackbone, build_backbone, load_config
+from ivtuning_ros.runtime.benchmark import DualBranchBaseline, device_name
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"iv_tuning_vs_frozen": 1.22, "iv_tuning_vs_dual": 0.62}

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ivtuning_ros.benchmark import bench_backends, synthetic_frames
-from ivtuning_ros.cli import main as cli_main
+from ivtuning_ros.commands.cli import main as cli_main
 from ivtuning_ros.model import build_model, load_checkpoint, save_checkpoint
 from ivtuning_ros.model.config import load_config
 from ivtuning_ros.runtime import Engine, EngineOptions
@@ -17,6 +16,7 @@ from ivtuning_ros.runtime.backends.onnx_export import (
     export_onnx,
     read_metadata,
 )
+from ivtuning_ros.runtime.benchmark import bench_backends, synthetic_frames
 from ivtuning_ros.runtime.step import FrameLayout, FrameStep
 
 from .conftest import MODELS

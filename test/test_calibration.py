@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import yaml
 
-from ivtuning_ros.calibration import (
+from ivtuning_ros.commands.calibrate import add_calibrate_parser
+from ivtuning_ros.ros.params import SPECS, check_value
+from ivtuning_ros.runtime.calibration import (
     SCORE_MARGIN,
     CalibrationError,
-    add_calibrate_parser,
     align_images,
     homography_from_camera_info,
     homography_from_params,
@@ -24,7 +25,6 @@ from ivtuning_ros.calibration import (
     refine_homography,
     reprojection_error,
 )
-from ivtuning_ros.ros.params import SPECS, check_value
 from ivtuning_ros.runtime.registration import (
     homography_from_calibration,
     rotation_from_rpy,

@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from ivtuning_ros.cli import main
+from ivtuning_ros.commands.cli import main
 from ivtuning_ros.model import (
     WeightsError,
     build_model,

@@ -37,7 +37,7 @@ for name in filter(None, os.environ.get("HIDDEN_PACKAGES", "").split(",")):
 # ["hide"] hides the ROS packages (argv[2]) from there on, after noting those loaded so far.
 RUN_COMMANDS = """\
 import contextlib, io, json, sys
-from ivtuning_ros.cli import main
+from ivtuning_ros.commands.cli import main
 
 ros = json.loads(sys.argv[2])
 

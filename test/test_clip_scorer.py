@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ivtuning_ros.cli import main
-from ivtuning_ros.fusion.quality import NEGATIVE, POSITIVE, ClipScorer
+from ivtuning_ros.commands.cli import main
+from ivtuning_ros.image_fusion.quality import NEGATIVE, POSITIVE, ClipScorer
 
 open_clip = pytest.importorskip("open_clip")
 

@@ -234,7 +234,7 @@ def test_optional_imports_are_lazy_guarded_and_in_an_extra():
 
 def _missing_package_errors():
     """Optional import -> a call that needs it."""
-    from ivtuning_ros.fusion.quality import ClipScorer
+    from ivtuning_ros.image_fusion.quality import ClipScorer
     from ivtuning_ros.runtime.backends import require
     from ivtuning_ros.runtime.backends.onnx_export import read_metadata
 

@@ -27,7 +27,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from ivtuning_ros.cli import main
+from ivtuning_ros.commands.cli import main
 from ivtuning_ros.model import build_model, load_checkpoint, load_config
 from ivtuning_ros.model.heads.dino import DINOHead
 

@@ -7,15 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from ivtuning_ros.commands.eval import add_eval_parser
 from ivtuning_ros.data import M3FD_CLASSES, MFNET_CLASSES, SyntheticDataset
-from ivtuning_ros.eval_command import add_eval_parser
-from ivtuning_ros.evaluation import (
-    DetectionEvaluator,
-    SegmentationEvaluator,
-    evaluate,
-    plot_report,
-    run_evaluation,
-)
+from ivtuning_ros.evaluation.evaluate import evaluate, plot_report, run_evaluation
+from ivtuning_ros.evaluation.metrics import DetectionEvaluator, SegmentationEvaluator
 from ivtuning_ros.model import build_model
 from ivtuning_ros.runtime import Engine, EngineOptions
 

@@ -8,19 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ivtuning_ros.cli import main
-from ivtuning_ros.fusion import metrics
-from ivtuning_ros.fusion.baselines import average, laplacian_pyramid, max_absolute
-from ivtuning_ros.fusion.losses import (
+from ivtuning_ros.commands.cli import main
+from ivtuning_ros.image_fusion import metrics
+from ivtuning_ros.image_fusion.baselines import average, laplacian_pyramid, max_absolute
+from ivtuning_ros.image_fusion.losses import (
     contrast_loss,
     fusion_loss,
     infrared_saliency,
     intensity_weights,
     residual_prior,
 )
-from ivtuning_ros.fusion.quality import HandcraftedScorer
-from ivtuning_ros.model.fusion.checkpoint import load_fusion, save_fusion
-from ivtuning_ros.model.fusion.m2pn import M2PN, M2PNConfig, MemoryBank, MemoryGuidedFusion
+from ivtuning_ros.image_fusion.quality import HandcraftedScorer
+from ivtuning_ros.model.image_fusion.checkpoint import load_fusion, save_fusion
+from ivtuning_ros.model.image_fusion.m2pn import M2PN, M2PNConfig, MemoryBank, MemoryGuidedFusion
 
 TINY = M2PNConfig(dim=16, heads=2, memory_slots=8)
 

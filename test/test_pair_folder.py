@@ -7,12 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from ivtuning_ros.cli import main
+from ivtuning_ros.commands.cli import main
 from ivtuning_ros.data.datasets import open_dataset
 from ivtuning_ros.data.pair_folder import PairFolderDataset
-from ivtuning_ros.fusion.baselines import average
-from ivtuning_ros.fusion.metrics import fusion_metrics
-from ivtuning_ros.fusion.pairs import held_out_indices
+from ivtuning_ros.image_fusion.baselines import average
+from ivtuning_ros.image_fusion.metrics import fusion_metrics
+from ivtuning_ros.image_fusion.pairs import held_out_indices
 
 ROADSCENE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "roadscene"
 needs_roadscene = pytest.mark.skipif(

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from ivtuning_ros.cli import main
+from ivtuning_ros.commands.cli import main
 from ivtuning_ros.model import build_backbone, load_config, parameter_summary
 
 from .conftest import MODELS
@@ -71,7 +71,8 @@ def test_info_table_is_readable(capsys):
 
 def test_console_script_reports_bad_config_in_one_line():
     result = subprocess.run(
-        [sys.executable, "-m", "ivtuning_ros.cli", "info", str(SWIN_L), "--set", "prompter.x=1"],
+        [sys.executable, "-m", "ivtuning_ros.commands.cli", "info", str(SWIN_L), "--set",
+         "prompter.x=1"],
         capture_output=True, text=True, check=False,
     )
     assert result.returncode == 2

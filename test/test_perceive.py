@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ivtuning_ros.cli import main
+from ivtuning_ros.commands.cli import main
+from ivtuning_ros.commands.perceive import contact_sheet
 from ivtuning_ros.data.pair_folder import PairFolderDataset
 from ivtuning_ros.data.synthetic import SyntheticDataset
 from ivtuning_ros.model import build_model, load_checkpoint, save_checkpoint
@@ -19,7 +20,6 @@ from ivtuning_ros.model.checkpoint import (
     trained_on,
     training_data,
 )
-from ivtuning_ros.perceive import contact_sheet
 from ivtuning_ros.train.loop import TrainOptions, train
 
 from .conftest import MODELS, REPO

@@ -87,7 +87,7 @@ def test_resume_continues_where_the_run_stopped(tiny_config, tmp_path):
 def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-         "2", "-m", "ivtuning_ros.cli", "train", "--config", TINY, "--data", "synthetic",
+         "2", "-m", "ivtuning_ros.commands.cli", "train", "--config", TINY, "--data", "synthetic",
          "--length", "4", "--epochs", "1", "--batch-size", "1", "--device", "cpu",
          "--scene-scale", "0.15", "--out", str(tmp_path), "--quiet"],
         capture_output=True, text=True, timeout=600, check=False,
@@ -100,7 +100,7 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
 def test_paper_recipes_set_the_papers_values_and_explicit_options_win():
     import argparse
 
-    from ivtuning_ros.train.command import _schedule_options, add_train_parser
+    from ivtuning_ros.commands.train import _schedule_options, add_train_parser
 
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers())

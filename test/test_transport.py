@@ -21,3 +21,9 @@ def test_a_users_transport_another_middleware_or_an_unknown_kernel_are_left_alon
     assert mine.environment == {} and not mine.warn and "SHM" in mine.message
     assert choose_transport({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}, 2**30).environment == {}
     assert choose_transport({}, rmem_max=None).environment == {}
+
+
+def test_localhost_discovery_is_named_because_the_middleware_then_chooses():
+    choice = choose_transport({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}, rmem_max=2**30)
+    assert choice.environment == {} and choice.warn and "unset it" in choice.message
+    assert choose_transport({"ROS_LOCALHOST_ONLY": "1"}, rmem_max=2**30).warn

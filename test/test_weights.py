@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models.swin_transformer import PatchMerging
 
-from ivtuning_ros.cli import main
+from ivtuning_ros.commands.cli import main
 from ivtuning_ros.model import WeightsError, build_backbone, load_config
 from ivtuning_ros.model.backbones.swin_weights import (
     concat_to_unfold_order,

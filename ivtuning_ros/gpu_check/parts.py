@@ -26,15 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..benchmark import (
+from ..model import build_model, load_checkpoint, load_config
+from ..runtime import Engine, EngineOptions
+from ..runtime.benchmark import (
     bench_backends,
     device_name,
     latency_percentiles,
     parity_report,
     synthetic_frames,
 )
-from ..model import build_model, load_checkpoint, load_config
-from ..runtime import Engine, EngineOptions
 from .check import MIN_PART_S
 
 REPO = Path(__file__).resolve().parents[2]

@@ -45,7 +45,7 @@ from ..runtime import (
     count_non_finite,
     trim_host_heap,
 )
-from ..runtime.fusion import FusionRunner
+from ..runtime.image_fusion import FusionRunner
 from ..runtime.registration import (
     homography_from_calibration,
     rotation_from_rpy,

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 PACKAGE = "ivtuning_ros"
+NODE_NAME = "ivtuning_perception"  # the node's default name, which parameter files key on
 DEFAULT_MODEL_CONFIG = "ivt_swin_t_realtime.yaml"
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 

@@ -52,6 +52,14 @@ def uses_fast_dds(environ: Mapping[str, str]) -> bool:
     return environ.get("RMW_IMPLEMENTATION", "") in FAST_DDS
 
 
+def localhost_only(environ: Mapping[str, str]) -> bool:
+    """Whether discovery is limited to this host, where rmw_fastrtps builds its own
+    transports and ignores `TRANSPORT_VARIABLE` (measured: cameras fared as under shared
+    memory, with 4 MiB socket buffers allowed)."""
+    return (environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST"
+            or environ.get("ROS_LOCALHOST_ONLY") == "1")
+
+
 def choose_transport(environ: Mapping[str, str], rmem_max: int | None) -> TransportChoice:
     """The transport for camera frames given the process's environment and the kernel's
     largest socket receive buffer (None: unknown, not Linux)."""
@@ -60,6 +68,13 @@ def choose_transport(environ: Mapping[str, str], rmem_max: int | None) -> Transp
     if TRANSPORT_VARIABLE in environ:
         return TransportChoice(message=f"DDS transport as set: {TRANSPORT_VARIABLE}="
                                        f"{environ[TRANSPORT_VARIABLE]}")
+    if localhost_only(environ):
+        return TransportChoice(warn=True, message=(
+            "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (or ROS_LOCALHOST_ONLY=1): the "
+            "middleware then sets up its own transports, shared memory between processes, "
+            "where a camera frame over 512 KiB can cost the other camera's frame published "
+            "just before it (measured: 30-60% of outputs fused with IR first); unset it to "
+            "let the node take UDP"))
     mib = SOCKET_BUFFER_BYTES // 2**20
     size = min(SOCKET_BUFFER_BYTES, rmem_max)
     environment = {TRANSPORT_VARIABLE: f"UDPv4?sockets_size={size}"}

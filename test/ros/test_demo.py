@@ -8,7 +8,7 @@ pytest.importorskip("rclpy")
 
 from PIL import Image  # noqa: E402
 
-from ivtuning_ros.demo import run_demo  # noqa: E402
+from ivtuning_ros.commands.demo import run_demo  # noqa: E402
 
 
 def test_demo_writes_gif_contact_sheet_and_stats(tmp_path):

@@ -200,7 +200,8 @@ def test_auto_qos_matches_best_effort_and_reliable_cameras(ros_context, reliabil
         harness.close()
 
 
-def test_cameras_in_their_own_process_fuse_in_either_publish_order(ros_context, tmp_path):
+def test_cameras_in_their_own_process_fuse_in_either_publish_order(ros_context, tmp_path,
+                                                                  monkeypatch):
     """Issue 23: RGB 640x480 rgb8 and IR 640x512 mono16 stamped alike, from a process of
     their own, the node as `ros2 run` starts it (defaults, the tiny model): at 5, 10 and
     30 Hz, >= 99% of outputs fused whichever camera publishes first. Under the default
@@ -214,6 +215,10 @@ def test_cameras_in_their_own_process_fuse_in_either_publish_order(ros_context, 
     fuse >= 97% over its three rates (shared memory: 30-90% with IR first)."""
     rmem_max = kernel_rmem_max()
     full_buffers = rmem_max is not None and rmem_max >= SOCKET_BUFFER_BYTES
+    # The launch tests limit discovery to this host for the whole session; the middleware
+    # then ignores the node's transport (`localhost_only`): these processes discover as a
+    # robot's usually do.
+    monkeypatch.delenv("ROS_AUTOMATIC_DISCOVERY_RANGE", raising=False)
     client = rclpy.create_node("fusion_client", context=ros_context)
     states = []
     client.create_subscription(

@@ -18,17 +18,12 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
+from ivtuning_ros.commands.replay import add_replay_parser  # noqa: E402
 from ivtuning_ros.model import build_model, load_config  # noqa: E402
+from ivtuning_ros.ros.bag import IR_TOPIC, RGB_TOPIC, BagWriter, read_image_pairs  # noqa: E402
 from ivtuning_ros.ros.node import PerceptionNode  # noqa: E402
-from ivtuning_ros.ros.replay import (  # noqa: E402
-    IR_TOPIC,
-    RGB_TOPIC,
-    BagWriter,
-    add_replay_parser,
-    process_offline,
-    read_image_pairs,
-    replay_into_node,
-)
+from ivtuning_ros.ros.offline import process_offline  # noqa: E402
+from ivtuning_ros.ros.replay import replay_into_node  # noqa: E402
 from ivtuning_ros.ros.spinning import spinning  # noqa: E402
 from ivtuning_ros.runtime import Engine, EngineOptions  # noqa: E402
 

@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .data.datasets import open_dataset
-from .evaluation import evaluate
-from .model import ModelConfig, build_model, load_config, model_summary
-from .model.adapters.dra.modality_file import load_modality_file
-from .model.checkpoint import export_base, load_checkpoint_as
-from .runtime import Engine, EngineOptions
-from .train.batch import Augmentation
-from .train.loop import TrainOptions, train
-from .train.modality import ModalityOptions, pretrain_modality
+from ..data.datasets import open_dataset
+from ..evaluation.evaluate import evaluate
+from ..model import ModelConfig, build_model, load_config, model_summary
+from ..model.adapters.dra.modality_file import load_modality_file
+from ..model.checkpoint import export_base, load_checkpoint_as
+from ..runtime import Engine, EngineOptions
+from ..train.batch import Augmentation
+from ..train.loop import TrainOptions, train
+from ..train.modality import ModalityOptions, pretrain_modality
 
 METHODS = ("ivtuning", "cpal", "dra")
 CONDITIONS = ("night", "fog", "day")

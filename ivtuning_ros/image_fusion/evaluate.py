@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from ..model.config import InputConfig
-from ..model.fusion.color import luminance, restore_color
-from ..model.fusion.m2pn import M2PN
+from ..model.image_fusion.color import luminance, restore_color
+from ..model.image_fusion.m2pn import M2PN
 from .baselines import BASELINES
 from .metrics import METRICS, fusion_metrics
 from .pairs import unit_pair

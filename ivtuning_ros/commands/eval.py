@@ -10,14 +10,15 @@ import json
 import sys
 from pathlib import Path
 
-from .data.datasets import add_dataset_arguments, dataset_from_arguments
-from .evaluation import UNDEFINED, plot_report, run_evaluation
-from .fusion.evaluate import contact_sheet, evaluate_fusion, markdown_tables
-from .fusion.pairs import held_out_indices
-from .model import load_config, load_model
-from .model.fusion.checkpoint import load_fusion
-from .ros.params import package_dir
-from .runtime import Engine, EngineOptions
+from ..data.datasets import add_dataset_arguments, dataset_from_arguments
+from ..evaluation.evaluate import plot_report, run_evaluation
+from ..evaluation.metrics import UNDEFINED
+from ..image_fusion.evaluate import contact_sheet, evaluate_fusion, markdown_tables
+from ..image_fusion.pairs import held_out_indices
+from ..model import load_config, load_model
+from ..model.image_fusion.checkpoint import load_fusion
+from ..ros.params import package_dir
+from ..runtime import Engine, EngineOptions
 
 DEMO_FUSION = package_dir("models") / "m2pn_demo.pth"
 

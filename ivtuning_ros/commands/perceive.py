@@ -25,14 +25,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .data.pair_folder import PairFolderDataset
-from .data.sample import Sample
-from .model import IVTuningModel, ModelConfig, load_model
-from .model.checkpoint import synthetic_only, trained_on, training_data
-from .ros.overlay import draw_overlay
-from .ros.params import package_dir
-from .runtime import Engine, EngineOptions, Result
-from .runtime.fusion import FusionRunner
+from ..data.pair_folder import PairFolderDataset
+from ..data.sample import Sample
+from ..model import IVTuningModel, ModelConfig, load_model
+from ..model.checkpoint import synthetic_only, trained_on, training_data
+from ..ros.overlay import draw_overlay
+from ..ros.params import package_dir
+from ..runtime import Engine, EngineOptions, Result
+from ..runtime.image_fusion import FusionRunner
 
 DEMO_CHECKPOINT = package_dir("models") / "ivt_demo.pth"
 DEMO_FUSION = package_dir("models") / "m2pn_demo.pth"

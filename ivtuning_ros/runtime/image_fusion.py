@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.fusion.checkpoint import load_fusion
-from ..model.fusion.color import luminance, restore_color
+from ..model.image_fusion.checkpoint import load_fusion
+from ..model.image_fusion.color import luminance, restore_color
 
 
 class FusionRunner:

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .data.synthetic import CONDITIONS, make_scene
-from .model import IVTuningModel, ModelConfig
-from .runtime import Detections, Engine, EngineOptions
-from .runtime.backends import check_backend
+from ..data.synthetic import CONDITIONS, make_scene
+from ..model import IVTuningModel, ModelConfig
+from .backends import check_backend
+from .engine import Detections, Engine, EngineOptions
 
 
 def _synchronize(device: torch.device) -> None:

@@ -17,15 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .benchmark import (
-    bench_backends,
-    bench_engine,
-    bench_model,
-    device_name,
-    parse_backend,
-    synthetic_frames,
-)
-from .model import (
+from ..model import (
     ConfigError,
     IVTuningModel,
     ModelConfig,
@@ -38,28 +30,36 @@ from .model import (
     parameter_summary,
     save_checkpoint,
 )
-from .model.backbones.swin_weights import (
+from ..model.backbones.swin_weights import (
     detect_swin_layout,
     load_swin_state,
     to_torchvision_layout,
 )
-from .model.heads.dino_weights import is_mmdet_detector, load_mmdet_dino
-from .model.weights import read_checkpoint
-from .runtime import EngineOptions
-from .runtime.backends import BACKENDS, BackendUnavailable
-from .runtime.backends.onnx_export import OPSET, export_key, export_onnx
-from .runtime.step import IR_DTYPES, FrameLayout, FrameStep
+from ..model.heads.dino_weights import is_mmdet_detector, load_mmdet_dino
+from ..model.weights import read_checkpoint
+from ..runtime import EngineOptions
+from ..runtime.backends import BACKENDS, BackendUnavailable
+from ..runtime.backends.onnx_export import OPSET, export_key, export_onnx
+from ..runtime.benchmark import (
+    bench_backends,
+    bench_engine,
+    bench_model,
+    device_name,
+    parse_backend,
+    synthetic_frames,
+)
+from ..runtime.step import IR_DTYPES, FrameLayout, FrameStep
 
 EXIT_USAGE = 2
 # Subcommand -> (module, function adding its parser); imported when that command runs.
 COMMAND_MODULES = {
-    "eval": ("ivtuning_ros.eval_command", "add_eval_parser"),
-    "train": ("ivtuning_ros.train.command", "add_train_parser"),
-    "compare": ("ivtuning_ros.compare", "add_compare_parser"),
-    "train-fusion": ("ivtuning_ros.fusion.train", "add_train_fusion_parser"),
-    "calibrate": ("ivtuning_ros.calibration", "add_calibrate_parser"),
-    "replay": ("ivtuning_ros.ros.replay", "add_replay_parser"),
-    "perceive": ("ivtuning_ros.perceive", "add_perceive_parser"),
+    "eval": ("ivtuning_ros.commands.eval", "add_eval_parser"),
+    "train": ("ivtuning_ros.commands.train", "add_train_parser"),
+    "compare": ("ivtuning_ros.commands.compare", "add_compare_parser"),
+    "train-fusion": ("ivtuning_ros.commands.train_fusion", "add_train_fusion_parser"),
+    "calibrate": ("ivtuning_ros.commands.calibrate", "add_calibrate_parser"),
+    "replay": ("ivtuning_ros.commands.replay", "add_replay_parser"),
+    "perceive": ("ivtuning_ros.commands.perceive", "add_perceive_parser"),
 }
 # ROS 2 packages come from a distribution (or `make venv`), not from pip.
 ROS_PACKAGES = {"ament_index_python", "builtin_interfaces", "diagnostic_msgs", "geometry_msgs",
@@ -88,7 +88,7 @@ def missing_package(command: str, exc: ImportError) -> str:
 
 def _is_ours(exc: ImportError) -> bool:
     """An import error inside this package is a bug to show, not a missing dependency."""
-    return (exc.name or "").split(".")[0] == __package__
+    return (exc.name or "").split(".")[0] == __name__.split(".")[0]
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,10 +11,10 @@ from ..data.datasets import add_dataset_arguments, dataset_from_arguments
 from ..model import IVTuningModel, ModelConfig, load_model
 from ..model.adapters.dra.modality_file import load_modality_file
 from ..model.checkpoint import export_base, load_checkpoint_as
-from .batch import Augmentation
-from .loop import TrainOptions, train
-from .modality import ModalityOptions, pretrain_modality
-from .recipes import RECIPES
+from ..train.batch import Augmentation
+from ..train.loop import TrainOptions, train
+from ..train.modality import ModalityOptions, pretrain_modality
+from ..train.recipes import RECIPES
 
 # TrainOptions' own defaults, for the options a recipe may set.
 DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}

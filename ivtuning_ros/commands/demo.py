@@ -26,13 +26,13 @@ from sensor_msgs.msg import Image
 from tqdm import tqdm
 from vision_msgs.msg import Detection2DArray
 
-from .data.synthetic import make_scene
-from .model import load_checkpoint
-from .ros.conversions import fill_image, image_to_array
-from .ros.node import PerceptionNode
-from .ros.params import package_dir
-from .ros.spinning import spinning
-from .runtime import Engine, EngineOptions
+from ..data.synthetic import make_scene
+from ..model import load_checkpoint
+from ..ros.conversions import fill_image, image_to_array
+from ..ros.node import PerceptionNode
+from ..ros.params import package_dir
+from ..ros.spinning import spinning
+from ..runtime import Engine, EngineOptions
 
 NODE = "ivtuning_perception"
 # The project's trained demo weights (see models/README.md and `make demo-weights`).

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..model.fusion.m2pn import FusionOutput
+from ..model.image_fusion.m2pn import FusionOutput
 
 EPS = 1e-6
 

@@ -1,2 +1,0 @@
-"""Image fusion around M2PN (the network is `model.fusion`): its losses, quality scorers,
-training, the standard metrics and the baselines it is compared with."""
