@@ -172,3 +172,13 @@ def test_train_fusion_resumes_where_it_stopped(tmp_path):
     assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == [
         "1", "2", "3"]
     assert load_fusion(tmp_path / "fusion.pth").config.dim == 16
+
+
+def test_dark_lift_measures_a_veil_over_what_is_dark_in_both_sources():
+    from ivtuning_ros.image_fusion.evaluate import dark_lift
+
+    rng = np.random.default_rng(0)
+    ir, visible = rng.uniform(0, 1, (2, 64, 64))
+    assert dark_lift(np.maximum(ir, visible), ir, visible) == pytest.approx(0.0)
+    assert dark_lift((ir + visible) / 2, ir, visible) < 0
+    assert dark_lift(np.maximum(ir, visible) + 0.2, ir, visible) == pytest.approx(0.2)

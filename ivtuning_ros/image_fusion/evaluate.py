@@ -18,7 +18,7 @@ from .baselines import BASELINES
 from .metrics import METRICS, fusion_metrics
 from .pairs import unit_pair
 
-DARK = 0.15  # luminance below which a pixel counts as dark (dark_lift)
+DARK_PERCENTILE = 25  # a source's darkest quarter counts as dark (dark_lift)
 
 
 def fuse_pair(model: M2PN | None, rgb: torch.Tensor, ir: torch.Tensor) -> dict[str, np.ndarray]:
@@ -68,10 +68,13 @@ def evaluate_fusion(model: M2PN | None, config: InputConfig, dataset,
 
 
 def dark_lift(fused: np.ndarray, ir: np.ndarray, visible: np.ndarray) -> float:
-    """How much a fused luminance brightens what is dark and cold in both sources (visible
-    and IR under `DARK`): the grey veil over a night scene, 0 when it stays dark."""
-    dark = (visible < DARK) & (ir < DARK)
-    return float((fused[dark] - visible[dark]).mean()) if dark.any() else 0.0
+    """How far a fused luminance rises above both sources where both are dark (each under
+    its own `DARK_PERCENTILE`: a cold, unlit sky or road): the grey veil over a night
+    scene. 0 or less keeps the darks; the average lies between the sources, max-absolute
+    on the brighter."""
+    dark = ((visible <= np.percentile(visible, DARK_PERCENTILE))
+            & (ir <= np.percentile(ir, DARK_PERCENTILE)))
+    return float((fused[dark] - np.maximum(ir, visible)[dark]).mean()) if dark.any() else 0.0
 
 
 def contact_sheet(examples: list[dict], path: str | Path, tile_width: int = 240) -> Path:
