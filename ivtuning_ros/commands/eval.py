@@ -57,9 +57,10 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                              "measure")
     parser.add_argument("--val-pairs", type=int, metavar="N",
                         help="--fusion: only the N validation pairs `ivtuning train-fusion "
-                             "--val-pairs N` held out (same data, N and --val-seed)")
+                             "--val-pairs N --seed S` held out (same data, N, and --val-seed S)")
     parser.add_argument("--val-seed", type=int, default=0, metavar="S",
-                        help="--fusion: seed of the --val-pairs draw (default: 0)")
+                        help="--fusion: seed of the --val-pairs draw, train-fusion's --seed "
+                             "(default: 0)")
     parser.set_defaults(run=run_eval_command)
     return parser
 
