@@ -30,13 +30,13 @@ from ..data.synthetic import make_scene
 from ..model import load_checkpoint
 from ..ros.conversions import fill_image, image_to_array
 from ..ros.node import PerceptionNode
-from ..ros.params import package_dir
+from ..ros.params import demo_weights
 from ..ros.spinning import spinning
 from ..runtime import Engine, EngineOptions
 
 NODE = "ivtuning_perception"
 # The project's trained demo weights (see models/README.md and `make demo-weights`).
-DEMO_CHECKPOINT = package_dir("models") / "ivt_demo.pth"
+DEMO_CHECKPOINT, _ = demo_weights()
 CONDITIONS = ("day", "night", "fog")
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 THUMB = (320, 240)  # width, height of a contact-sheet cell

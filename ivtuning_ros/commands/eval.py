@@ -17,10 +17,10 @@ from ..image_fusion.evaluate import contact_sheet, evaluate_fusion, markdown_tab
 from ..image_fusion.pairs import held_out_indices
 from ..model import load_config, load_model
 from ..model.image_fusion.checkpoint import load_fusion
-from ..ros.params import package_dir
+from ..ros.params import demo_weights, package_dir
 from ..runtime import Engine, EngineOptions
 
-DEMO_FUSION = package_dir("models") / "m2pn_demo.pth"
+_, DEMO_FUSION = demo_weights()
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

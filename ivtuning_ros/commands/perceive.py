@@ -30,12 +30,11 @@ from ..data.sample import Sample
 from ..model import IVTuningModel, ModelConfig, load_model
 from ..model.checkpoint import synthetic_only, trained_on, training_data
 from ..ros.overlay import draw_overlay
-from ..ros.params import package_dir
+from ..ros.params import demo_weights, package_dir
 from ..runtime import Engine, EngineOptions, Result
 from ..runtime.image_fusion import FusionRunner
 
-DEMO_CHECKPOINT = package_dir("models") / "ivt_demo.pth"
-DEMO_FUSION = package_dir("models") / "m2pn_demo.pth"
+DEMO_CHECKPOINT, DEMO_FUSION = demo_weights()
 OVERLAY_ALPHA = 0.45  # the node's default overlay_alpha (config/*.yaml)
 SHEET_IMAGES = 6
 SHEET_COLUMNS = 3

@@ -177,6 +177,13 @@ def package_dir(folder: str) -> Path:
     return Path(get_package_share_directory(PACKAGE)) / folder
 
 
+def demo_weights() -> tuple[Path, Path]:
+    """(detector, image-fusion) weights the package ships: models/ivt_demo.pth and
+    models/m2pn_demo.pth, the defaults of the demo and the offline commands."""
+    models = package_dir("models")
+    return models / "ivt_demo.pth", models / "m2pn_demo.pth"
+
+
 def default_values() -> dict:
     """Defaults from config/perception.yaml (its ``/**: ros__parameters`` section)."""
     data = yaml.safe_load((package_dir("config") / "perception.yaml").read_text())

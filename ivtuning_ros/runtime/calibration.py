@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import yaml
 
+from ..data.pair_folder import read_ir, read_rgb
 from .registration import (
     homography_from_calibration,
     rotation_from_rpy,
@@ -441,17 +442,6 @@ def _require_file(path: Path) -> None:
 
 
 def load_image_pair(rgb_path: str | Path, ir_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB (H, W, 3) uint8 in RGB order, IR (h, w) at its stored depth) from image files."""
-    rgb = _read_image(Path(rgb_path), cv2.IMREAD_COLOR)
-    ir = _read_image(Path(ir_path), cv2.IMREAD_UNCHANGED)
-    if ir.ndim == 3:
-        ir = ir[..., 0]  # a thermal frame saved as colour: its channels are equal
-    return cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB), ir
-
-
-def _read_image(path: Path, flags: int) -> np.ndarray:
-    _require_file(path)
-    image = cv2.imread(str(path), flags)
-    if image is None:
-        raise CalibrationError(f"{path}: not an image OpenCV can read (PNG, TIFF, JPEG...)")
-    return image
+    """(RGB (H, W, 3) uint8 in RGB order, IR (h, w) at its stored depth) from image files,
+    read as every data set reads them."""
+    return read_rgb(Path(rgb_path)), read_ir(Path(ir_path))
