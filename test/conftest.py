@@ -8,6 +8,11 @@ from ivtuning_ros.model import build_backbone, build_model, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
+# The real RGB-IR pairs beside the project (never copied into it); tests skip without them.
+ROADSCENE = REPO.parent / "shared" / "data" / "roadscene"
+needs_roadscene = pytest.mark.skipif(
+    not (ROADSCENE / "cropinfrared").is_dir(),
+    reason=f"RoadScene pairs not found at {ROADSCENE} (cropinfrared/ + crop_LR_visible/)")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ within 1 px, the start kept when no estimate beats it (a real RoadScene pair) an
 found (the same pair shifted), the node parameters snippet and the `calibrate` command with
 --points, --camera-info, --images and --folder."""
 import argparse
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,9 +30,10 @@ from ivtuning_ros.runtime.registration import (
     scaling_homography,
 )
 
+from .conftest import ROADSCENE
+
 H_TRUE = np.array([[1.6, 0.02, 100.0], [-0.015, 1.2, 50.0], [1e-5, -1e-5, 1.0]])
 RGB_SIZE, IR_SIZE = (720, 1280), (512, 640)
-ROADSCENE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "roadscene"
 ALIGNED_PAIR = "FLIR_00060"  # registered by RoadScene's authors; estimates gain ~0.006
 
 

@@ -14,10 +14,7 @@ from ivtuning_ros.image_fusion.baselines import average
 from ivtuning_ros.image_fusion.metrics import fusion_metrics
 from ivtuning_ros.image_fusion.pairs import held_out_indices
 
-ROADSCENE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "roadscene"
-needs_roadscene = pytest.mark.skipif(
-    not (ROADSCENE / "cropinfrared").is_dir(),
-    reason=f"RoadScene is not at {ROADSCENE} (the shared data folder of this project)")
+from .conftest import ROADSCENE, needs_roadscene
 
 
 def write_pair(root: Path, ir_folder: str, rgb_folder: str, name: str,

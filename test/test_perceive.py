@@ -22,12 +22,8 @@ from ivtuning_ros.model.checkpoint import (
 )
 from ivtuning_ros.train.loop import TrainOptions, train
 
-from .conftest import MODELS, REPO
+from .conftest import MODELS, ROADSCENE, needs_roadscene
 
-ROADSCENE = REPO.parent / "shared" / "data" / "roadscene"
-needs_roadscene = pytest.mark.skipif(
-    not (ROADSCENE / "cropinfrared").is_dir(),
-    reason=f"RoadScene pairs not found at {ROADSCENE} (cropinfrared/ + crop_LR_visible/)")
 SYNTHETIC_WARNING = "trained on synthetic scenes only"
 
 

@@ -109,31 +109,51 @@ def vif(reference: np.ndarray, distorted: np.ndarray) -> float:
     return float(numerator / denominator) if denominator > 0 else 0.0
 
 
-def qabf(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+QABF_BORDERS = ("zero", "nearest")
+
+
+def _sobel_edges(image: np.ndarray, border: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sobel strength and orientation. ``zero``: 'same' convolution with zero padding, as
+    VIFB's MATLAB ``conv2`` and CDDFuse's ``convolve2d``; orientation pi/2 where the
+    horizontal response is 0, as both codes set it. Their true convolution flips the x
+    kernel's sign, which matters against that fixed pi/2, so sx is negated to match."""
+    mode = "constant" if border == "zero" else "nearest"
+    sx = -ndimage.sobel(image, axis=1, mode=mode)
+    sy = ndimage.sobel(image, axis=0, mode=mode)
+    angle = np.full(image.shape, np.pi / 2)
+    nonzero = sx != 0
+    angle[nonzero] = np.arctan(sy[nonzero] / sx[nonzero])
+    return np.hypot(sx, sy), angle
+
+
+def _edge_preservation(g_s: np.ndarray, a_s: np.ndarray, g_f: np.ndarray,
+                       a_f: np.ndarray) -> np.ndarray:
+    """Q^{SF} per pixel. Where the two strengths are equal the reference codes take the
+    fused strength itself as the ratio (not 1); kept so the values match their tables."""
+    ratio = np.where(g_s > g_f, g_f / np.where(g_s > 0, g_s, 1),
+                     np.where(g_s < g_f, g_s / np.where(g_f > 0, g_f, 1), g_f))
+    orientation = 1 - np.abs(a_s - a_f) / (np.pi / 2)
+    q_g = 0.9994 / (1 + np.exp(-15 * (ratio - 0.5)))
+    q_a = 0.9879 / (1 + np.exp(-22 * (orientation - 0.8)))
+    return q_g * q_a
+
+
+def qabf(fused: np.ndarray, a: np.ndarray, b: np.ndarray, border: str = "zero") -> float:
     """Q^{AB/F} (Xydeas and Petrovic): edge strength and orientation preserved from each
-    source, weighted by the source's edge strength. F = A = B gives 0.97479."""
-    def sobel(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sx = ndimage.sobel(image, axis=1, mode="nearest")
-        sy = ndimage.sobel(image, axis=0, mode="nearest")
-        angle = np.arctan(sy / np.where(sx == 0, 1e-10, sx))
-        return np.hypot(sx, sy), angle
-
-    g_f, a_f = sobel(fused)
-
-    def preserved(source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        g_s, a_s = sobel(source)
-        larger = np.maximum(g_s, g_f)
-        strength = np.where(larger == 0, 1.0, np.minimum(g_s, g_f) / np.where(larger == 0, 1,
-                                                                             larger))
-        orientation = 1 - np.abs(a_s - a_f) / (np.pi / 2)
-        q_g = 0.9994 / (1 + np.exp(-15 * (strength - 0.5)))
-        q_a = 0.9879 / (1 + np.exp(-22 * (orientation - 0.8)))
-        return q_g * q_a, g_s
-
-    q_a, g_a = preserved(a)
-    q_b, g_b = preserved(b)
+    source, weighted by the source's edge strength, as VIFB and CDDFuse compute it
+    (``border="zero"``). ``border="nearest"`` replicates the border pixels instead, which
+    reads 3-34% lower on real images: it is not comparable with published tables."""
+    if border not in QABF_BORDERS:
+        raise ValueError(f"border must be one of {QABF_BORDERS}, got '{border}'")
+    g_f, a_f = _sobel_edges(fused, border)
+    g_a, a_a = _sobel_edges(a, border)
+    g_b, a_b = _sobel_edges(b, border)
     weight = (g_a + g_b).sum()
-    return float((q_a * g_a + q_b * g_b).sum() / weight) if weight > 0 else 0.0
+    if weight == 0:
+        return 0.0
+    preserved = (_edge_preservation(g_a, a_a, g_f, a_f) * g_a
+                 + _edge_preservation(g_b, a_b, g_f, a_f) * g_b)
+    return float(preserved.sum() / weight)
 
 
 def ssim(x: np.ndarray, y: np.ndarray) -> float:
