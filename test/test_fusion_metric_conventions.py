@@ -26,9 +26,12 @@ def grey_pair(name: str) -> tuple[np.ndarray, np.ndarray]:
     return ir.astype(np.float64), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float64)
 
 
-def vifb_qabf(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """Q^{AB/F} step by step as VIFB's metricsQabf.m: conv2 'same' (zero padding) with the
-    Sobel pair, angle pi/2 where the x response is 0, and its per-pixel strength rule."""
+def vifb_qabf(fused: np.ndarray, a: np.ndarray, b: np.ndarray,
+              equal_strengths_quirk: bool = False) -> float:
+    """Q^{AB/F} step by step as VIFB's MATLAB code and CDDFuse's evaluator: 'same'
+    convolution (zero padding) with the Sobel pair, angle pi/2 where the x response is 0,
+    G = min / max; with ``equal_strengths_quirk``, G = g_F where the strengths are equal,
+    as CDDFuse's code has it (SEED_METHODS.md 3.8 says to avoid it)."""
     h_y = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float64)
     h_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
 
@@ -46,7 +49,7 @@ def vifb_qabf(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
         larger, equal = g_s > g_f, g_s == g_f
         smaller = ~(larger | equal)
         ratio[larger] = g_f[larger] / g_s[larger]
-        ratio[equal] = g_f[equal]
+        ratio[equal] = g_f[equal] if equal_strengths_quirk else 1.0
         ratio[smaller] = g_s[smaller] / g_f[smaller]
         orientation = 1 - np.abs(a_s - a_f) / (math.pi / 2)
         return (0.9994 / (1 + np.exp(-15 * (ratio - 0.5)))
@@ -121,9 +124,12 @@ def test_every_metric_matches_its_reference_convention_on_a_real_pair(name):
     assert set(ours) == set(metrics.METRICS) == set(reference)
     for metric in metrics.METRICS:
         assert ours[metric] == pytest.approx(reference[metric], rel=1e-6, abs=1e-9), metric
-    # Unrounded, where the two Sobel sums can round differently: within 1e-3.
+    # Unrounded, where the two Sobel sums can round differently, and against the code
+    # with its equal-strengths quirk: within the issue's 1e-3.
     fused = average(ir, visible) + 0.3
-    assert abs(metrics.qabf(fused, ir, visible) - vifb_qabf(fused, ir, visible)) < 1e-3
+    for quirk in (False, True):
+        assert abs(metrics.qabf(fused, ir, visible)
+                   - vifb_qabf(fused, ir, visible, equal_strengths_quirk=quirk)) < 1e-3
 
 
 @needs_roadscene

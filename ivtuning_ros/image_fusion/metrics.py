@@ -128,10 +128,11 @@ def _sobel_edges(image: np.ndarray, border: str) -> tuple[np.ndarray, np.ndarray
 
 def _edge_preservation(g_s: np.ndarray, a_s: np.ndarray, g_f: np.ndarray,
                        a_f: np.ndarray) -> np.ndarray:
-    """Q^{SF} per pixel. Where the two strengths are equal the reference codes take the
-    fused strength itself as the ratio (not 1); kept so the values match their tables."""
-    ratio = np.where(g_s > g_f, g_f / np.where(g_s > 0, g_s, 1),
-                     np.where(g_s < g_f, g_s / np.where(g_f > 0, g_f, 1), g_f))
+    """Q^{SF} per pixel, G = min / max of the strengths (1 where both are 0, where the
+    weight is 0 anyway). CDDFuse's code takes G = g_F where the strengths are equal, a quirk
+    (SEED_METHODS.md 3.8) that changes real images by under 1e-4 and F = A = B a lot."""
+    larger = np.maximum(g_s, g_f)
+    ratio = np.where(larger > 0, np.minimum(g_s, g_f) / np.where(larger > 0, larger, 1), 1.0)
     orientation = 1 - np.abs(a_s - a_f) / (np.pi / 2)
     q_g = 0.9994 / (1 + np.exp(-15 * (ratio - 0.5)))
     q_a = 0.9879 / (1 + np.exp(-22 * (orientation - 0.8)))
@@ -140,9 +141,10 @@ def _edge_preservation(g_s: np.ndarray, a_s: np.ndarray, g_f: np.ndarray,
 
 def qabf(fused: np.ndarray, a: np.ndarray, b: np.ndarray, border: str = "zero") -> float:
     """Q^{AB/F} (Xydeas and Petrovic): edge strength and orientation preserved from each
-    source, weighted by the source's edge strength, as VIFB and CDDFuse compute it
-    (``border="zero"``). ``border="nearest"`` replicates the border pixels instead, which
-    reads 3-34% lower on real images: it is not comparable with published tables."""
+    source, weighted by the source's edge strength, with VIFB's and CDDFuse's zero-padded
+    borders (``border="zero"``); F = A = B gives 0.97479. ``border="nearest"`` replicates
+    the border pixels instead, which reads 3-34% lower on real images: it is not
+    comparable with published tables."""
     if border not in QABF_BORDERS:
         raise ValueError(f"border must be one of {QABF_BORDERS}, got '{border}'")
     g_f, a_f = _sobel_edges(fused, border)

@@ -15,10 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-POSITIVE = ("a clear image with good contrast", "a sharp image with fine details",
-            "a well-exposed image without noise")
-NEGATIVE = ("a blurry image with low contrast", "a dark, underexposed image",
-            "a noisy image with artifacts")
+# The paper's App. A.2 prompts, word for word. Its negative list also repeats two of the
+# positive sentences (which would cancel in the score); those two are left out.
+POSITIVE = (
+    "A high-quality image with clear contrast, sharp details, proper brightness, clean "
+    "composition without noise or artifacts.",
+    "An excellent image showing sharp details, accurate tones, optimal lighting, and no noise "
+    "or artifacts.",
+    "A clear, well-defined image with precise textures, natural brightness, and flawless "
+    "composition without imperfections.")
+NEGATIVE = (
+    "Low-quality image with poor contrast, blurry details, improper brightness, significant "
+    "noise and visible artifacts.",
+    "An unclear image with blurred edges, poor exposure, and visible grain or compression "
+    "artifacts.",
+    "Distorted image with dull contrast, missing details, uneven brightness, and distracting "
+    "noise patterns.")
 
 
 class QualityScorer(Protocol):

@@ -165,16 +165,19 @@ def _recorded_data(payload: dict, config: ModelConfig) -> list[str]:
 
 
 def load_checkpoint_as(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
-                       ) -> tuple[IVTuningModel, ModelConfig]:
+                       seed: int | None = None) -> tuple[IVTuningModel, ModelConfig]:
     """A checkpoint's model, or with ``overrides`` (e.g. ``method=cpal``) a model of the
     changed config that takes every tensor it shares with the checkpoint (same name and
-    shape: the frozen backbone, output norms, heads); the rest starts as built."""
+    shape: the frozen backbone, output norms, heads); the rest starts as built, from
+    ``seed`` when given (the same draws as ``torch.manual_seed(seed); build_model``)."""
     model, config = load_checkpoint(path)
     if not overrides:
         return model, config
     config = config_from_dict(apply_overrides(config.to_dict(), overrides))
     source = model.state_dict()
     history = trained_on(model)
+    if seed is not None:
+        torch.manual_seed(seed)
     model = build_model(config, load_weights=False)
     target = model.state_dict()
     model.load_state_dict({k: v for k, v in source.items()

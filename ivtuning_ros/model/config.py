@@ -156,7 +156,7 @@ class PrompterConfig:
             raise ConfigError("prompter.ir_in_channels must be >= 1")
 
 
-METHODS = ("ivtuning", "cpal", "dra")
+METHODS = ("ivtuning", "cpal", "dra", "none")
 STAGES = [0, 1, 2, 3]
 
 
@@ -347,7 +347,8 @@ class ModelConfig:
     ``detection`` and ``segmentation`` are optional: a model has one head, the
     other, or both on one backbone pass. ``method`` is the adapter on the frozen
     backbone: ``ivtuning`` (sizes in ``prompter``), ``cpal`` or ``dra`` (sizes in their
-    own section; both are specified for the Swin). ``prompter.ir_in_channels`` is the IR
+    own section; both are specified for the Swin), or ``none`` (the frozen Swin alone on
+    RGB: the common start of `ivtuning compare`). ``prompter.ir_in_channels`` is the IR
     the backbone receives for every method.
     """
 

@@ -9,6 +9,7 @@ from .adapters.base import AdaptedBackbone
 from .adapters.cpal.backbone import CPALSwin
 from .adapters.dra.backbone import DRASwin
 from .adapters.dra.modality_file import load_modality_file
+from .adapters.frozen_only import FrozenSwin
 from .adapters.ivtuning.swin import IVTuningSwin
 from .adapters.ivtuning.vit import IVTuningViT
 from .backbones.swin_weights import load_swin_checkpoint
@@ -79,6 +80,8 @@ def build_backbone(config: ModelConfig | BackboneConfig, prompter: PrompterConfi
         backbone = CPALSwin(config)
     elif config.method == "dra":
         backbone = DRASwin(config)
+    elif config.method == "none":
+        backbone = FrozenSwin(config)
     elif config.backbone.family == "swin":
         backbone = IVTuningSwin(config.backbone, config.prompter)
     else:

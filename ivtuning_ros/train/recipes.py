@@ -40,4 +40,17 @@ RECIPES: dict[str, Recipe] = {
                     "iterations, batch 2, 512x512 crops",
         optimizer="sgd", lr=1e-3, weight_decay=1e-2, batch_size=2, crop=(512, 512),
         schedule="poly", warmup_steps=1500, iterations=160_000),
+    # The other methods' own recipes (SEED_METHODS.md 1.4 and 2.4), for `ivtuning compare`
+    # and for training them on their own terms.
+    "paper-cpal": Recipe(
+        description="CPAL (its paper's segmentation recipe): AdamW lr 2e-5, weight decay "
+                    "0.05, 40k iterations, batch 2, 480x640 crops (its code's), poly, "
+                    "warm-up 1500",
+        optimizer="adamw", lr=2e-5, weight_decay=0.05, batch_size=2, crop=(480, 640),
+        schedule="poly", warmup_steps=1500, iterations=40_000),
+    "paper-dra": Recipe(
+        description="DRA (its paper's stage 2): AdamW lr 3e-4; weight decay 0.05, cosine, "
+                    "40k iterations, batch 2, 640x640 crops chosen here",
+        optimizer="adamw", lr=3e-4, weight_decay=0.05, batch_size=2, crop=(640, 640),
+        schedule="cosine", warmup_steps=500, iterations=40_000),
 }

@@ -6,11 +6,10 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..backbones.swin import build_swin, frozen_features
-from ..config import ModelConfig
-from .base import AdaptedBackbone, count
+from .base import count
+from .frozen_only import FrozenSwin
 
 
 def on_both(op: Callable[[Tensor], Tensor], rgb: Tensor,
@@ -36,29 +35,12 @@ def stage_widths(input_width: int, patch_size: int, stages: int = 4) -> list[int
     return widths
 
 
-class TwoStreamSwin(AdaptedBackbone):
+class TwoStreamSwin(FrozenSwin):
     """What CPAL and DRA share: the frozen Swin (``swin``) run on RGB and on IR, one set of
     output norms (``out_norms``, the neck) for both streams."""
 
-    frozen_name = "swin"
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.patch_size = config.backbone.patch_size
-        self.ir_in_channels = config.prompter.ir_in_channels
-        self.stage_dims = config.backbone.stage_dims
-        self.swin = build_swin(config.backbone)
-        self.out_norms = nn.ModuleList(nn.LayerNorm(dim) for dim in self.stage_dims)
-
-    def neck(self) -> nn.Module:
-        return self.out_norms
-
     def frozen_parts(self) -> list[tuple[str, int]]:
         return [("swin (both streams)", count(self.swin))]
-
-    def forward_frozen(self, rgb: Tensor) -> list[Tensor]:
-        self.check_inputs(rgb, None)
-        return frozen_features(self.swin, self.out_norms, self.pad_to_patches(rgb))
 
     def stems(self, rgb: Tensor, ir: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """The frozen patch embedding of both streams (IR grey replicated to 3 channels)."""
