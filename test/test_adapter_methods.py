@@ -20,7 +20,8 @@ from ivtuning_ros.model.adapters.dra.modality_file import (
     save_modality_file,
 )
 from ivtuning_ros.model.adapters.lora import LoRA
-from ivtuning_ros.model.adapters.two_stream import frozen_features, ir_as_rgb
+from ivtuning_ros.model.adapters.two_stream import ir_as_rgb
+from ivtuning_ros.model.backbones.swin import frozen_features
 from ivtuning_ros.model.checkpoint import frozen_fingerprints, load_checkpoint
 from ivtuning_ros.train.loop import TrainOptions, train
 from ivtuning_ros.train.modality import ModalityOptions, pretrain_modality
