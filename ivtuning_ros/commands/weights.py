@@ -9,6 +9,7 @@ checkpoint or ``backbone.weights``; they never download.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -61,6 +62,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             path, done = convert_into_cache(entry, source, package_dir("models"), record)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the last download's: nothing else in it
+                workdir.parent.rmdir()
         print(f"{name}: verified ({entry.verification}; sha256 {digest}), converted ({done}): "
               f"{path}")
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -63,21 +64,29 @@ def convert_into_cache(entry: WeightsEntry, source: Path, models_dir: Path,
     return destination, done
 
 
+def _meta_backbone(config: ModelConfig) -> torch.nn.Module:
+    """The config's backbone without memory: checking a checkpoint against it needs names
+    and shapes only (even SAM-H builds at once)."""
+    with torch.device("meta"):
+        return build_backbone(config, load_weights=False)
+
+
 def _convert(entry: WeightsEntry, state: StateDict, config: ModelConfig, partial: Path,
              record: dict) -> tuple[str, dict]:
     """Check ``state`` against ``config`` and write the project's file to ``partial``."""
+    with warnings.catch_warnings():  # loading into meta tensors is the point of the check
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
+        if entry.converter == "swin":
+            converted = to_torchvision_layout(state)
+            load_swin_state(_meta_backbone(config), converted)
+        elif entry.converter == "vit":
+            converted = dict(state)
+            load_vit_state(_meta_backbone(config).vit, dict(state))
     if entry.converter == "swin":
-        converted = to_torchvision_layout(state)
-        with torch.device("meta"):  # the check needs names and shapes only
-            backbone = build_backbone(config, load_weights=False)
-        load_swin_state(backbone, converted)
         torch.save(converted, partial)
         done = f"{len(converted)} tensors in torchvision Swin layout, fit {config.name}"
     elif entry.converter == "vit":
-        with torch.device("meta"):
-            backbone = build_backbone(config, load_weights=False)
-        load_vit_state(backbone.vit, dict(state))
-        torch.save(state, partial)
+        torch.save(converted, partial)
         done = f"{len(state)} tensors in timm layout, fit {config.name}"
     else:
         model = build_model(config, load_weights=False)

@@ -28,6 +28,8 @@ from .catalog import WeightsEntry
 
 MIRROR_ENV = "IVTUNING_MIRROR"
 _CHUNK = 1 << 20
+# How huggingface_hub (its size check) and its HTTP client report a short body.
+_TRUNCATED = ("Consistency check failed", "without sending complete message body")
 
 
 class DownloadError(WeightsError):
@@ -132,21 +134,27 @@ def _fetch_hub(entry: WeightsEntry, workdir: Path, progress: bool) -> tuple[Path
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import logging as hf_logging
 
     endpoint = os.environ.get("HF_ENDPOINT") or None
     where = f"{endpoint or 'https://huggingface.co'}/{entry.location}"
     (enable_progress_bars if progress else disable_progress_bars)()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its retry warnings: the failure is told in one line
     try:
         path = Path(hf_hub_download(entry.location, entry.file_name,
                                     cache_dir=workdir / "huggingface", endpoint=endpoint))
     except LocalEntryNotFoundError as exc:
         raise _unreachable(entry, where, exc.__cause__ or exc) from None
-    except OSError as exc:
-        if "Consistency check failed" in str(exc):
+    except Exception as exc:  # huggingface_hub's and its HTTP client's errors
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if any(sign in message for sign in _TRUNCATED):
             raise DownloadError(f"{entry.name}: the download of {entry.file_name} from {where} "
-                                "is truncated (its size differs from the hub's; nothing was "
+                                "is truncated (shorter than the hub's size; nothing was "
                                 f"kept): run `ivtuning weights get {entry.name}` again") from None
-        raise DownloadError(f"{entry.name}: {where}: {str(exc).splitlines()[0]}: fetch it by "
-                            f"hand and `ivtuning weights import {entry.name} FILE`") from None
+        raise DownloadError(f"{entry.name}: {where}: {message}: fetch it by hand and "
+                            f"`ivtuning weights import {entry.name} FILE`") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     blob = path.resolve().name
     return path, blob if len(blob) == 64 and all(c in "0123456789abcdef" for c in blob) else None
