@@ -43,8 +43,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class Served:
-    """Files by URL path; ``truncate`` sends only the first bytes of a file (with the whole
-    file's Content-Length, as a dropped connection does)."""
+    """Files by URL path; ``truncate``: GET sends only the first bytes of a file (a mirror
+    or proxy holding a partial copy), while HEAD still gives the whole file's size."""
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[bytes, dict[str, str]]] = {}
@@ -56,25 +56,27 @@ def _handler(served: Served):
         def log_message(self, *args) -> None:
             pass
 
-        def _head(self) -> bytes | None:
-            if self.path not in served.files:
+        def _answer(self, body: bytes | None, headers: dict[str, str]) -> None:
+            if body is None:
                 self.send_error(404)
-                return None
-            body, headers = served.files[self.path]
+                return
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             for key, value in headers.items():
                 self.send_header(key, value)
             self.end_headers()
-            return body
 
         def do_HEAD(self) -> None:  # noqa: N802 (http.server's names)
-            self._head()
+            body, headers = served.files.get(self.path, (None, {}))
+            self._answer(body, headers)
 
         def do_GET(self) -> None:  # noqa: N802
-            body = self._head()
+            body, headers = served.files.get(self.path, (None, {}))
+            if body is not None and served.truncate:
+                body = body[:served.truncate]
+            self._answer(body, headers)
             if body is not None:
-                self.wfile.write(body[:served.truncate] if served.truncate else body)
+                self.wfile.write(body)
     return Handler
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..hub.catalog import is_catalogue_name
 from ..model import (
     ConfigError,
     IVTuningModel,
@@ -37,7 +38,6 @@ from ..model.backbones.swin_weights import (
 )
 from ..model.heads.dino_weights import is_mmdet_detector, load_mmdet_dino
 from ..model.weights import read_checkpoint
-from ..hub.catalog import is_catalogue_name
 from ..runtime import EngineOptions
 from ..runtime.backends import BACKENDS, BackendUnavailable
 from ..runtime.backends.onnx_export import OPSET, export_key, export_onnx

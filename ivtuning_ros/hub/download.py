@@ -118,6 +118,19 @@ def _content_length(entry: WeightsEntry, url: str) -> int | None:
     return int(length) if length and length.isdigit() else None
 
 
+def _probe(entry: WeightsEntry, url: str) -> None:
+    """Fail at once where the hub cannot be reached: huggingface_hub would retry for
+    about 25 s first. Any HTTP answer means it can; huggingface_hub then reports it."""
+    request = urllib.request.Request(url, method="HEAD",
+                                     headers={"User-Agent": "ivtuning-weights"})
+    try:
+        urllib.request.urlopen(request, timeout=30).close()
+    except urllib.error.HTTPError:
+        pass
+    except (urllib.error.URLError, OSError) as exc:
+        raise _unreachable(entry, url, exc) from None
+
+
 def _unreachable(entry: WeightsEntry, where: str, exc: BaseException) -> DownloadError:
     reason = getattr(exc, "reason", exc)
     return DownloadError(
@@ -138,6 +151,7 @@ def _fetch_hub(entry: WeightsEntry, workdir: Path, progress: bool) -> tuple[Path
 
     endpoint = os.environ.get("HF_ENDPOINT") or None
     where = f"{endpoint or 'https://huggingface.co'}/{entry.location}"
+    _probe(entry, f"{where}/resolve/main/{entry.file_name}")
     (enable_progress_bars if progress else disable_progress_bars)()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its retry warnings: the failure is told in one line
