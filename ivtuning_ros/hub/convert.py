@@ -21,6 +21,7 @@ import torch
 from ..model import ModelConfig, build_backbone, build_model, load_config, save_checkpoint
 from ..model.backbones.swin_weights import load_swin_state, to_torchvision_layout
 from ..model.backbones.vit_weights import load_vit_state
+from ..model.checkpoint import record_training
 from ..model.heads.dino_weights import load_mmdet_dino
 from ..model.weights import StateDict, WeightsError, read_checkpoint
 from .cache import cached_file, manifest_file
@@ -91,6 +92,7 @@ def _convert(entry: WeightsEntry, state: StateDict, config: ModelConfig, partial
     else:
         model = build_model(config, load_weights=False)
         result = load_mmdet_dino(model, state)
+        record_training(model, "coco(mmdet)")  # the node reports weights_trained_on: coco
         save_checkpoint(model, config, partial)
         done = (f"full {config.name} checkpoint from {result.loaded} detector tensors "
                 "(IV-tuning's prompter untrained: s3/s4 zero)")
