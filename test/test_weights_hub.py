@@ -35,9 +35,9 @@ from ivtuning_ros.model.backbones.swin_weights import load_swin_checkpoint
 from ivtuning_ros.model.heads.dino_weights import load_mmdet_dino
 from ivtuning_ros.model.postprocess import letterbox_for, postprocess
 
-from .conftest import MODELS
+from .conftest import MODELS, randomize_trainable
 from .test_dino_parity import FIXTURE
-from .test_weights import to_mmdet
+from .test_weights import to_microsoft, to_mmdet
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -156,8 +156,9 @@ def test_get_downloads_verifies_converts_and_caches_a_torchvision_swin(
     assert is_cached(entry) and sorted(p.name for p in cached_file(entry).parent.iterdir()) \
         == ["torchvision--swin_t.json", "torchvision--swin_t.pth"]  # no partial files left
     manifest = json.loads(cached_file(entry).with_suffix(".json").read_text())
-    assert manifest["sha256"] == hashlib.sha256(torch_bytes(state)).hexdigest() or \
-        manifest["sha256"].startswith(entry.hash_prefix)
+    assert manifest["sha256"].startswith(entry.hash_prefix)
+    assert manifest["downloaded_from"] == f"{server.url}/download.pytorch.org/models/" \
+        f"{entry.file_name}"
     config = load_config(MODELS / "ivt_tiny_test.yaml",
                          ["backbone.weights=torchvision:swin_t"])
     backbone = build_model(config).backbone  # the name resolves from the cache
@@ -166,6 +167,29 @@ def test_get_downloads_verifies_converts_and_caches_a_torchvision_swin(
             assert torch.equal(backbone.swin.state_dict()[key], value), key
     assert main(["weights", "get", "torchvision:swin_t", "--quiet"]) == 0
     assert "already cached" in capsys.readouterr().out
+
+
+def test_a_file_without_a_publisher_hash_is_checked_for_length_and_its_hash_recorded(
+        cache, server, monkeypatch, capsys):
+    """Microsoft's Swin release (original layout, no hash anywhere): the length is checked,
+    the sha256 printed and recorded; the converted file is the torchvision Swin's."""
+    (cache[1] / "ivt_tiny_test.yaml").write_text((MODELS / "ivt_tiny_test.yaml").read_text())
+    state = tiny_torchvision_swin()
+    features = {k: v for k, v in state.items() if k.startswith("features.")}
+    body = torch_bytes({"model": to_microsoft(features)})
+    entry = catalog.CATALOG["microsoft:swin_l_22k"]
+    server.files["/github.com/SwinTransformer/storage/releases/download/v1.0.0/"
+                 f"{entry.file_name}"] = (body, {})
+    entry = use_entry(monkeypatch, entry.name, configs=("ivt_tiny_test.yaml",))
+    assert main(["weights", "get", entry.name, "--quiet"]) == 0
+    digest = hashlib.sha256(body).hexdigest()
+    assert f"no publisher hash: sha256 printed and recorded on first download; sha256 " \
+        f"{digest}" in capsys.readouterr().out
+    manifest = json.loads(cached_file(entry).with_suffix(".json").read_text())
+    assert manifest["sha256"] == digest
+    cached = torch.load(cached_file(entry), weights_only=True)
+    assert torch.equal(cached["features.3.1.attn.qkv.weight"],
+                       state["features.3.1.attn.qkv.weight"])
 
 
 def test_a_wrong_hash_fails_in_one_line_and_keeps_nothing(cache, server, monkeypatch, capsys):
@@ -311,6 +335,9 @@ def test_a_converted_coco_detector_with_the_prompter_untrained_is_the_detector_e
     for a, b in zip(*detections, strict=True):
         assert len(a["scores"]) == 10
         assert all(torch.equal(a[k], b[k]) for k in ("scores", "labels", "boxes"))
+    randomize_trainable(tuned.backbone)  # a tuned prompter: IR now changes the outputs
+    with torch.inference_mode():
+        assert not torch.equal(tuned(rgb, ir)["pred_boxes"], theirs["pred_boxes"])
 
 
 # names, path, import, facts --------------------------------------------------------------

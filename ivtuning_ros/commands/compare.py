@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..data.datasets import open_dataset
 from ..evaluation.evaluate import evaluate
+from ..hub.cache import resolve
 from ..model import ModelConfig, build_model, load_config, model_summary
 from ..model.adapters.dra.modality_file import load_modality_file
 from ..model.checkpoint import export_base, load_checkpoint_as
@@ -58,7 +59,7 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 
 def run_compare_command(args: argparse.Namespace) -> int:
-    if not Path(args.init).is_file():
+    if not Path(resolve(args.init)).is_file():  # a weights name: its cache file, or NotCached
         raise FileNotFoundError(f"'{args.init}' does not exist: run `make demo-weights` (its "
                                 "visible pre-training stage writes it) or pass --init")
     out = Path(args.out)
