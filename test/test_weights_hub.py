@@ -49,6 +49,7 @@ class Served:
     def __init__(self) -> None:
         self.files: dict[str, tuple[bytes, dict[str, str]]] = {}
         self.truncate: int | None = None
+        self.refusals: dict[str, tuple[int, dict[str, str]]] = {}  # path -> status, headers
 
 
 def _handler(served: Served):
@@ -66,11 +67,24 @@ def _handler(served: Served):
                 self.send_header(key, value)
             self.end_headers()
 
+        def _refused(self) -> bool:
+            if self.path not in served.refusals:
+                return False
+            status, headers = served.refusals[self.path]
+            self.send_response(status)
+            for key, value in {**headers, "Content-Length": "0"}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            return True
+
         def do_HEAD(self) -> None:  # noqa: N802 (http.server's names)
             body, headers = served.files.get(self.path, (None, {}))
-            self._answer(body, headers)
+            if not self._refused():
+                self._answer(body, headers)
 
         def do_GET(self) -> None:  # noqa: N802
+            if self._refused():
+                return
             body, headers = served.files.get(self.path, (None, {}))
             if body is not None and served.truncate:
                 body = body[:served.truncate]
@@ -277,6 +291,17 @@ def test_a_truncated_hub_download_and_no_hub_fail_in_one_line(cache, server, mon
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot reach 127.0.0.1:9" in err, err
     assert not is_cached(entry) and not any(p.is_file() for p in cache[0].rglob("*"))
+
+
+def test_a_gated_hub_file_names_the_licence_and_the_login(cache, server, monkeypatch, capsys):
+    """The hub's answer for a licence not yet accepted (401, ``X-Error-Code: GatedRepo``)."""
+    _, entry = serve_timm(server, monkeypatch, cache[1])
+    server.refusals[f"/{entry.location}/resolve/main/model.safetensors"] = (
+        401, {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to model is restricted"})
+    assert main(["weights", "get", "timm:dinov3_s", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is gated: accept its licence (dinov3-license)" in err, err
+    assert "`hf auth login`" in err and not is_cached(entry)
 
 
 # mmdet DINO -------------------------------------------------------------------------------

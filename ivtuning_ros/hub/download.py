@@ -145,7 +145,7 @@ def _fetch_hub(entry: WeightsEntry, workdir: Path, progress: bool) -> tuple[Path
     The hub stores an LFS file under its sha256 (the blob's name), which is what the
     hub published for it: that is the hash checked."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
     from huggingface_hub.utils import logging as hf_logging
 
@@ -160,6 +160,10 @@ def _fetch_hub(entry: WeightsEntry, workdir: Path, progress: bool) -> tuple[Path
                                     cache_dir=workdir / "huggingface", endpoint=endpoint))
     except LocalEntryNotFoundError as exc:
         raise _unreachable(entry, where, exc.__cause__ or exc) from None
+    except GatedRepoError:
+        raise DownloadError(f"{entry.name}: {where} is gated: accept its licence "
+                            f"({entry.licence}) on that page, then log in with `hf auth login` "
+                            "(or set HF_TOKEN) and run the command again") from None
     except Exception as exc:  # huggingface_hub's and its HTTP client's errors
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if any(sign in message for sign in _TRUNCATED):
