@@ -236,6 +236,14 @@ def test_no_network_fails_in_one_line(cache, monkeypatch, capsys):
     assert "`ivtuning weights import dino_swin_l_coco FILE`" in err
 
 
+def test_a_file_the_server_lacks_fails_in_one_line(cache, capsys):
+    """The mirror (the loopback server) has no such path: HTTP 404 from the size request."""
+    assert main(["weights", "get", "dino_swin_l_coco", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "answered HTTP 404" in err, err
+    assert "`ivtuning weights import dino_swin_l_coco FILE`" in err
+
+
 # timm / huggingface_hub ------------------------------------------------------------------
 VIT_SIZES = {"embed_dim": 64, "depths": [2], "num_heads": [2], "feature_layers": None}
 

@@ -73,9 +73,9 @@ def verify(entry: WeightsEntry, path: Path, published: str | None = None) -> str
         kind = "sha256" if len(expected) == 64 else "sha256 prefix"
         raise DownloadError(
             f"{entry.name}: '{path.name}' has sha256 {digest[:16]}…, the publisher's {kind} is "
-            f"{expected[:16]}: the file was altered or is not the publisher's (a wrong mirror?); "
-            f"it was deleted: run `ivtuning weights get {entry.name}` again from the "
-            "publisher's server")
+            f"{expected[:16]}: the file was altered or is not the publisher's (a wrong mirror?) "
+            f"and nothing of it was cached: run `ivtuning weights get {entry.name}` again from "
+            "the publisher's server")
     return digest
 
 
@@ -86,10 +86,8 @@ def _fetch_url(entry: WeightsEntry, workdir: Path, progress: bool) -> Path:
     try:
         torch.hub.download_url_to_file(url, str(destination), progress=progress)
     except urllib.error.HTTPError as exc:
-        raise DownloadError(f"{entry.name}: {url} answered HTTP {exc.code} ({exc.reason}): "
-                            "the file moved or the mirror lacks it; report it, or fetch it "
-                            f"by hand and `ivtuning weights import {entry.name} FILE`") from None
-    except (urllib.error.URLError, OSError) as exc:
+        raise _refused(entry, url, exc) from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         raise _unreachable(entry, url, exc) from None
     size = destination.stat().st_size
     if expected_size is not None and size != expected_size:
@@ -110,10 +108,8 @@ def _content_length(entry: WeightsEntry, url: str) -> int | None:
     except urllib.error.HTTPError as exc:
         if exc.code in (403, 405, 501):  # a server that refuses HEAD: the hash still guards
             return None
-        raise DownloadError(f"{entry.name}: {url} answered HTTP {exc.code} ({exc.reason}): "
-                            "the file moved or the mirror lacks it; report it, or fetch it "
-                            f"by hand and `ivtuning weights import {entry.name} FILE`") from None
-    except (urllib.error.URLError, OSError) as exc:
+        raise _refused(entry, url, exc) from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         raise _unreachable(entry, url, exc) from None
     return int(length) if length and length.isdigit() else None
 
@@ -127,8 +123,14 @@ def _probe(entry: WeightsEntry, url: str) -> None:
         urllib.request.urlopen(request, timeout=30).close()
     except urllib.error.HTTPError:
         pass
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         raise _unreachable(entry, url, exc) from None
+
+
+def _refused(entry: WeightsEntry, url: str, exc: urllib.error.HTTPError) -> DownloadError:
+    return DownloadError(f"{entry.name}: {url} answered HTTP {exc.code} ({exc.reason}): the "
+                         "file moved or the mirror lacks it; fetch it by hand and `ivtuning "
+                         f"weights import {entry.name} FILE`")
 
 
 def _unreachable(entry: WeightsEntry, where: str, exc: BaseException) -> DownloadError:
