@@ -52,6 +52,7 @@ def test_the_node_runs_a_cached_weights_name(ros_context, seeded_cache):
     try:
         _, message = harness.send_and_wait("detections")
         assert harness.node._config.name == "ivt_tiny_test"  # the converted file's model
+        assert harness.node._trained_on == "coco"  # /diagnostics weights_trained_on
         assert len(message.detections) > 0
     finally:
         harness.close()
