@@ -92,11 +92,12 @@ CATALOG: dict[str, WeightsEntry] = {entry.name: entry for entry in (
                  "pre-trained model", "url",
                  "https://github.com/SwinTransformer/storage/releases/download/v1.0.0/"
                  "swin_large_patch4_window12_384_22k.pth",
-                 "swin_large_patch4_window12_384_22k.pth", 790.0, "MIT (Swin Transformer)",
+                 "swin_large_patch4_window12_384_22k.pth", 915.0, "MIT (Swin Transformer)",
                  ("ivt_swin_l.yaml", "ivt_swin_l_dino_m3fd.yaml",
                   "ivt_swin_l_segformer_mfnet.yaml"), "swin",
                  "URL: mmdetection configs/dino/dino-5scale_swin-l_8xb2-12e_coco.py "
-                 "(`pretrained`); size approximate (197M parameters, fp32)"),
+                 "(`pretrained`); size approximate (195M backbone + 33.6M ImageNet-22k head "
+                 "parameters, fp32)"),
     WeightsEntry("timm:eva02_l", "EVA02-L/14 MIM on Merged-38M (Tables I, III, VII)", "timm",
                  "timm/eva02_large_patch14_224.mim_m38m", "model.safetensors", 1220.0, "mit",
                  ("ivt_eva02_l_segformer_mfnet.yaml",), "vit",
