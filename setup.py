@@ -21,8 +21,9 @@ setup(
     # The same set as package.xml's exec_depends (rosdep keys there, or pip where rosdistro has
     # no key); test/test_dependencies.py checks both against what the package imports.
     install_requires=[
-        "matplotlib", "mcap", "numpy", "opencv-python-headless", "pillow", "pycocotools",
-        "pyyaml", "scipy", "tensorboard", "timm", "torch", "torchvision", "tqdm",
+        "huggingface_hub", "matplotlib", "mcap", "numpy", "opencv-python-headless", "pillow",
+        "pycocotools", "pyyaml", "safetensors", "scipy", "tensorboard", "timm", "torch",
+        "torchvision", "tqdm",
     ],
     # Optional: inference back-ends beside eager torch, and the CLIP fusion scorer. Each is
     # imported only when asked for; a missing one is a one-line error naming its extra.

@@ -25,7 +25,8 @@ ARGUMENTS = {
     "params_file": (PathJoinSubstitution([FindPackageShare("ivtuning_ros"), "config",
                                           "perception.yaml"]), "node parameters file"),
     "model_config": ("", "model config (overrides the parameters file when set)"),
-    "checkpoint": ("", "full or adapter checkpoint (overrides the parameters file when set)"),
+    "checkpoint": ("", "full or adapter checkpoint, or a cached weights name such as "
+                   "dino_swin_l_coco (overrides the parameters file when set)"),
     "device": ("", "auto (cuda if available), cpu, cuda or cuda:N (overrides the parameters "
                    "file when set)"),
     "backend": ("", "torch, openvino, onnxruntime or tensorrt (overrides the parameters file "

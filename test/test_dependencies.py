@@ -30,10 +30,12 @@ FIRST_PARTY = {"ivtuning_ros", "test"}
 REQUIRED = {
     "PIL": ("pillow", "python3-pil"),
     "cv2": ("opencv-python-headless", "python3-opencv"),
+    "huggingface_hub": ("huggingface_hub", None),
     "matplotlib": ("matplotlib", "python3-matplotlib"),
     "mcap": ("mcap", None),
     "numpy": ("numpy", "python3-numpy"),
     "pycocotools": ("pycocotools", None),
+    "safetensors": ("safetensors", None),
     "scipy": ("scipy", "python3-scipy"),
     "timm": ("timm", "python3-timm-pip"),
     "torch": ("torch", None),  # python3-torch is the distribution's build: see package.xml

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..hub.catalog import is_catalogue_name
 from ..model import (
     ConfigError,
     IVTuningModel,
@@ -60,6 +61,7 @@ COMMAND_MODULES = {
     "calibrate": ("ivtuning_ros.commands.calibrate", "add_calibrate_parser"),
     "replay": ("ivtuning_ros.commands.replay", "add_replay_parser"),
     "perceive": ("ivtuning_ros.commands.perceive", "add_perceive_parser"),
+    "weights": ("ivtuning_ros.commands.weights", "add_weights_parser"),
 }
 # ROS 2 packages come from a distribution (or `make venv`), not from pip.
 ROS_PACKAGES = {"ament_index_python", "builtin_interfaces", "diagnostic_msgs", "geometry_msgs",
@@ -307,7 +309,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DEMO_CHECKPOINT, prepare_backend, run_demo  # imports rclpy
 
     checkpoint = args.checkpoint or (None if args.config else DEMO_CHECKPOINT)
-    if checkpoint and not Path(checkpoint).is_file():
+    if checkpoint and not (Path(checkpoint).is_file() or is_catalogue_name(checkpoint)):
         checkpoint = None
     parameters = {"device": args.device, "cuda_graphs": args.device != "cpu",
                   "backend": args.backend, "precision": args.precision or "auto"}

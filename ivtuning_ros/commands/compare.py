@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..data.datasets import open_dataset
 from ..evaluation.evaluate import evaluate
+from ..hub.cache import resolve
 from ..model import IVTuningModel, ModelConfig, build_model, load_config, model_summary
 from ..model.adapters.dra.modality_file import load_modality_file
 from ..model.checkpoint import export_base, load_checkpoint, load_checkpoint_as, save_checkpoint
@@ -108,9 +109,10 @@ def train_start(visible: str | Path, out: Path, steps: int, batch_size: int,
                 progress: bool) -> Path:
     """The common start: ``visible``'s frozen Swin, output norms and heads, the heads and
     norms re-trained on RGB without any adapter (IV-tuning's recipe, seed 0)."""
-    if not Path(visible).is_file():
+    if not Path(resolve(visible)).is_file():  # a weights name: its cache file, or NotCached
         raise FileNotFoundError(f"'{visible}' does not exist: pass --visible with a full "
-                                "checkpoint, or --start with a start trained before")
+                                "checkpoint or a weights name, or --start with a start "
+                                "trained before")
     model, config = load_checkpoint_as(visible, [f"method={START}"], seed=0)
     recipe = RECIPES[METHOD_RECIPES["ivtuning"]]
     options = TrainOptions(iterations=steps, batch_size=batch_size, optimizer=recipe.optimizer,

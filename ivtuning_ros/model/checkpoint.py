@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..hub.cache import resolve
 from .config import ModelConfig, apply_overrides, config_from_dict, load_config
 from .model import IVTuningModel, build_model
 from .weights import WeightsError, list_keys, load_file, state_fingerprint
@@ -119,8 +120,10 @@ def load_checkpoint(path: str | Path, *,
     """Rebuild a model from a full or adapter checkpoint (on CPU).
 
     For an adapter, the frozen backbone comes from ``base_weights`` if given, else
-    from the weights file recorded in its config; its fingerprint must match.
+    from the weights file recorded in its config; its fingerprint must match. ``path``
+    may be a weights catalogue name (``dino_swin_l_coco``), taken from the cache.
     """
+    path = resolve(str(path))
     payload = _read(Path(path))
     config = config_from_dict(payload["config"])
     if payload["format"] == FULL:

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from ..hub.catalog import is_catalogue_name
+
 
 class ConfigError(ValueError):
     """A model configuration that cannot be used; the message says what to fix."""
@@ -57,7 +59,9 @@ class BackboneConfig:
     ``mlp_ratio`` are the Swin's. ``feature_layers`` (ViT only) are the four layers the
     feature pyramid reads, one per scale; None reads the last layer alone (ViTDet).
     ``weights`` is a checkpoint (Swin: see ``ivtuning convert``; ViT: timm layout, or the
-    model's original layout that timm converts); None leaves random weights.
+    model's original layout that timm converts), or a weights catalogue name
+    (``torchvision:swin_t``, `ivtuning weights list`) resolved from the cache when the
+    weights load; None leaves random weights.
     """
 
     variant: str = "swin_t"
@@ -453,7 +457,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ModelConfig:
         raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
     config = config_from_dict(apply_overrides(data, overrides))
     weights = config.backbone.weights
-    if weights and not Path(weights).is_absolute():
+    if weights and not Path(weights).is_absolute() and not is_catalogue_name(weights):
         config.backbone.weights = str(path.parent / weights)
     modality = config.dra.modality_lora if config.dra else None
     if modality and not Path(modality).is_absolute():

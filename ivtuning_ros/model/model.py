@@ -5,6 +5,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..hub.cache import resolve
 from .adapters.base import AdaptedBackbone
 from .adapters.cpal.backbone import CPALSwin
 from .adapters.dra.backbone import DRASwin
@@ -75,7 +76,8 @@ def build_backbone(config: ModelConfig | BackboneConfig, prompter: PrompterConfi
     """
     if not isinstance(config, ModelConfig):
         config = ModelConfig(backbone=config, prompter=prompter or PrompterConfig())
-    weights = config.backbone.weights if load_weights else None
+    weights = resolve(config.backbone.weights) if load_weights and config.backbone.weights \
+        else None
     if config.method == "cpal":
         backbone = CPALSwin(config)
     elif config.method == "dra":

@@ -33,7 +33,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "must name the checkpoint's model"),
     ParamSpec("model_overrides", str, "space-separated key=value overrides of the model "
               "config (not with a checkpoint, which carries its config)"),
-    ParamSpec("checkpoint", str, "full or adapter checkpoint; empty runs untrained weights"),
+    ParamSpec("checkpoint", str, "full or adapter checkpoint, or a weights catalogue name "
+              "taken from the cache (dino_swin_l_coco; `ivtuning weights list`); empty runs "
+              "untrained weights"),
     ParamSpec("allow_untrained", bool, "running without a checkpoint is intended (tests, "
               "pipeline demos): /diagnostics does not warn that the detections are "
               "meaningless"),
