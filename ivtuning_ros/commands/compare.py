@@ -53,16 +53,16 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--visible", default="models/ivt_demo.pth",
                         help="where the start's Swin and initial heads come from "
                              "(default %(default)s)")
-    parser.add_argument("--start-steps", type=int, default=300,
+    parser.add_argument("--start-steps", type=int, default=100,
                         help="steps re-training the heads on RGB without adapter")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=150, help="task training steps")
-    parser.add_argument("--modality-steps", type=int, default=100,
+    parser.add_argument("--steps", type=int, default=100, help="task training steps")
+    parser.add_argument("--modality-steps", type=int, default=60,
                         help="DRA stage 1 steps (unlabelled IR)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--train-scenes", type=int, default=400)
-    parser.add_argument("--eval-scenes", type=int, default=40, help="per condition")
+    parser.add_argument("--eval-scenes", type=int, default=30, help="per condition")
     parser.add_argument("--cost-config", default="models/ivt_swin_t_realtime.yaml",
                         help="config whose size the costs are measured at")
     parser.add_argument("--out", default="out/compare")
