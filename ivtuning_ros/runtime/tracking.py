@@ -7,6 +7,14 @@ and lifetimes. On top of the library it keeps what a robot needs from a track: a
 never reused in the tracker's life (resets included), the class by majority over the track
 (ByteTrack associates by box overlap, class-agnostic), optional box smoothing, and whether
 the track was last confirmed in a frame fused with IR.
+
+ByteTrack's two stages: detections at or above the score threshold match tracks first and
+start new ones; detections down to `LOW_SCORE_RATIO` of it then extend the tracks left
+unmatched (a person whose score dips for a frame keeps its track) and are kept only where
+they do; the engine must therefore keep scores down to `low_score(threshold)`. Before
+association, boxes overlapping a higher-scored one by over `DUPLICATE_IOU` are dropped
+(class-agnostic non-maximum suppression): the detector may report one object twice, and
+each duplicate would start a track of its own.
 """
 from __future__ import annotations
 
@@ -19,13 +27,16 @@ from trackers import ByteTrackTracker
 
 from .engine import Detections
 
+DUPLICATE_IOU = 0.6  # boxes overlapping more are one object (non-maximum suppression)
+LOW_SCORE_RATIO = 0.5  # detections down to this share of the score threshold extend tracks
 NOMINAL_RATE_HZ = 10.0  # the Kalman model's unit step; stamps decide the actual steps
 LIBRARY_BUFFER_RATE_HZ = 30.0  # the library counts its lost-track buffer in 30 fps frames
 
 
 @dataclass
 class TrackedDetections:
-    """One frame's detections after tracking, in the input's order.
+    """One frame's detections after tracking, in the input's order: those at or above the
+    score threshold and the lower ones that extend a track, duplicates dropped.
 
     ``detections``: boxes (smoothed when asked) xyxy in RGB pixels, scores as detected,
     labels the majority class of each detection's track; ``track_ids``: the track's id, ""
@@ -58,17 +69,19 @@ class Tracker:
     """ByteTrack on stamped detections; see the module docstring.
 
     Args:
+        score_threshold: detections below it only extend tracks (see the module docstring).
         lost_time: seconds a track that is no longer detected is kept for re-association.
         smoothing: box smoothing, 0 (the detected box) to <1 (weight of the previous box).
         min_hits: consecutive detections before a track gets an id.
         min_iou: least overlap of a detection with a track's predicted box to match it.
     """
 
-    def __init__(self, lost_time: float = 1.0, smoothing: float = 0.0, min_hits: int = 2,
-                 min_iou: float = 0.1) -> None:
+    def __init__(self, score_threshold: float = 0.0, lost_time: float = 1.0,
+                 smoothing: float = 0.0, min_hits: int = 2, min_iou: float = 0.1) -> None:
         if lost_time <= 0 or not 0.0 <= smoothing < 1.0 or min_hits < 1:
             raise ValueError(f"tracker needs lost_time > 0, 0 <= smoothing < 1, min_hits >= 1; "
                              f"got {lost_time}, {smoothing}, {min_hits}")
+        self.score_threshold = score_threshold
         self.lost_time, self.smoothing = lost_time, smoothing
         self._options = {"min_hits": min_hits, "min_iou": min_iou}
         self._next_id = 1  # never reset: an id is never reused for another object
@@ -80,16 +93,25 @@ class Tracker:
 
     def reset(self) -> None:
         """Forget every track (a new scene, a new session); ids continue, never reused."""
-        # Every detection the node publishes is trusted: the node's score_threshold decided
-        # already, so all are ByteTrack's "high" detections and may start tracks.
         self._library = ByteTrackTracker(
             lost_track_buffer=max(1, round(self.lost_time * LIBRARY_BUFFER_RATE_HZ)),
-            frame_rate=NOMINAL_RATE_HZ, track_activation_threshold=0.0,
-            high_conf_det_threshold=0.0, minimum_consecutive_frames=self._options["min_hits"],
+            frame_rate=NOMINAL_RATE_HZ, minimum_consecutive_frames=self._options["min_hits"],
             minimum_iou_threshold=self._options["min_iou"])
+        self.set_score_threshold(self.score_threshold)
         self._memory.clear()
         self._image_size = None
         self._last_stamp = None
+
+    def set_score_threshold(self, threshold: float) -> None:
+        """Change the threshold at run time; the tracks go on."""
+        self.score_threshold = threshold
+        self._library.high_conf_det_threshold = threshold
+        self._library.track_activation_threshold = threshold
+
+    @staticmethod
+    def low_score(threshold: float) -> float:
+        """The lowest score the tracker uses under ``threshold``: what the engine keeps."""
+        return LOW_SCORE_RATIO * threshold
 
     def update(self, detections: Detections, stamp_s: float, ir_used: bool,
                image_size: tuple[int, int]) -> TrackedDetections:
@@ -102,11 +124,12 @@ class Tracker:
             self.reset()
         self._image_size, self._last_stamp = image_size, stamp_s
         count = len(detections.scores)
-        tracked = self._library.update(sv.Detections(
+        distinct = sv.Detections(
             xyxy=detections.boxes.astype(np.float32).reshape(-1, 4),
             confidence=detections.scores.astype(np.float32),
-            class_id=detections.labels.astype(int), data={"index": np.arange(count)}),
-            timestamp=stamp_s)
+            class_id=detections.labels.astype(int), data={"index": np.arange(count)},
+        ).with_nms(threshold=DUPLICATE_IOU, class_agnostic=True)
+        tracked = self._library.update(distinct, timestamp=stamp_s)
         boxes = detections.boxes.astype(np.float32).reshape(-1, 4).copy()
         labels = detections.labels.copy()
         track_ids = [""] * count
@@ -120,7 +143,11 @@ class Tracker:
             boxes[index], labels[index] = memory.box, memory.votes.most_common(1)[0][0]
             track_ids[index] = memory.track_id
         self._forget_dead_tracks()
-        return TrackedDetections(Detections(boxes, detections.scores.copy(), labels), track_ids)
+        distinct = set(distinct.data.get("index", np.zeros(0, int)).tolist())
+        kept = [i for i in range(count) if i in distinct
+                and (track_ids[i] or detections.scores[i] >= self.score_threshold)]
+        return TrackedDetections(Detections(boxes[kept], detections.scores[kept], labels[kept]),
+                                 [track_ids[i] for i in kept])
 
     def live_tracks(self) -> list[TrackState]:
         """Tracks alive after the last update, matched in it or kept while lost."""
