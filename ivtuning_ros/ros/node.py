@@ -52,7 +52,7 @@ from ..runtime.registration import (
     rotation_from_rpy,
     validate_homography,
 )
-from ..runtime.tracking import Tracker
+from ..runtime.tracking import Tracker, TrackState
 from .conversions import (
     ImageError,
     ir_from_compressed,
@@ -118,7 +118,10 @@ class PerceptionNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._display: LatestJobThread | None = None
         self._fusion: FusionRunner | None = None
-        self._tracker: Tracker | None = None  # replaced whole (the worker reads it per frame)
+        # One tracker for the node's life (ids are never reused), reset by activate and by
+        # parameter changes on the executor while the worker updates it: hence the lock.
+        self._tracker = self._new_tracker()
+        self._tracking_lock = threading.Lock()
         self._fused_at = 0.0  # monotonic time of the last fused image
         self._last_fused: np.ndarray | None = None
         self._trim_pending = False  # a large frame came: trim the heap after a normal pair
@@ -215,27 +218,27 @@ class PerceptionNode(LifecycleNode):
         threshold = self.settings.score_threshold
         return Tracker.low_score(threshold) if self.settings.tracking else threshold
 
-    def _new_tracker(self) -> Tracker | None:
+    def _new_tracker(self) -> Tracker:
         settings = self.settings
         return Tracker(score_threshold=settings.score_threshold,
                        lost_time=settings.tracking_lost_time,
-                       smoothing=settings.tracking_smoothing) if settings.tracking else None
+                       smoothing=settings.tracking_smoothing)
 
     def _apply_tracking_updates(self, updates: dict) -> None:
         """Runtime changes: switching tracking, its lost time or the class filter restarts
         the tracks (a track's class votes came under the old filter); a new threshold or
         smoothing applies to the live tracks."""
+        settings = self.settings
         if "score_threshold" in updates or "tracking" in updates:
             if self.engine is not None:
                 self.engine.set_score_threshold(self._engine_threshold())
-        if not self._running.is_set():
-            return  # activate creates the tracker
-        tracker = self._tracker
-        if {"tracking", "tracking_lost_time", "class_filter"} & set(updates) or tracker is None:
-            self._tracker = self._new_tracker()
-            return
-        tracker.set_score_threshold(self.settings.score_threshold)
-        tracker.smoothing = self.settings.tracking_smoothing
+        with self._tracking_lock:
+            tracker = self._tracker
+            tracker.set_score_threshold(settings.score_threshold)
+            tracker.smoothing = settings.tracking_smoothing
+            if {"tracking", "tracking_lost_time", "class_filter"} & set(updates):
+                tracker.lost_time = settings.tracking_lost_time
+                tracker.reset()
 
     def _class_filter_problem(self, class_filter: str) -> str | None:
         """Unknown class names, once a model is loaded (checked again at configure)."""
@@ -277,7 +280,8 @@ class PerceptionNode(LifecycleNode):
                                    fuse_despite_clock_offset=settings.fuse_despite_clock_offset)
         self._display = LatestJobThread("ivtuning-display", self._publish_display,
                                         self._display_failed, background=True)
-        self._tracker = self._new_tracker()  # a fresh start on every activation
+        with self._tracking_lock:
+            self._tracker.reset()  # a fresh start on every activation
         self._subscribe()
         self._running.set()
         self._worker = threading.Thread(target=self._work, name="ivtuning-inference",
@@ -317,7 +321,6 @@ class PerceptionNode(LifecycleNode):
         The worker finishes the frame it is on; ``join_timeout`` bounds the wait for it (the
         process exit passes a short one: a late publish fails silently once stopped)."""
         self._running.clear()
-        self._tracker = None
         if self._pairer is not None:
             self._pairer.close()
         if self._worker is not None:
@@ -596,13 +599,15 @@ class PerceptionNode(LifecycleNode):
             self._bad_input("engine_input", f"frame refused by the engine: {exc}")
             return
         start = time.monotonic_ns()
-        tracker, track_ids = self._tracker, None
-        if tracker is not None and result.detections is not None:
-            tracked = tracker.update(result.detections, stamp_ns(header.stamp) / 1e9,
-                                     result.ir_used, rgb.shape[:2])
+        track_ids = tracks = None
+        if self.settings.tracking and result.detections is not None:
+            with self._tracking_lock:
+                tracked = self._tracker.update(result.detections, stamp_ns(header.stamp) / 1e9,
+                                               result.ir_used, rgb.shape[:2])
+                tracks = self._tracker.live_tracks()
             result, track_ids = dataclasses.replace(result, detections=tracked.detections), \
                 tracked.track_ids
-        self._publish(pair, header, result, tracker, track_ids)
+        self._publish(pair, header, result, track_ids, tracks)
         if self._display_wanted():
             self._display.submit((header, rgb, bgr, ir, homography, result, track_ids))
         publish_ms = (time.monotonic_ns() - start) / 1e6
@@ -652,8 +657,8 @@ class PerceptionNode(LifecycleNode):
                                       f"returns{changes}")
 
     # Publishing -------------------------------------------------------------------------
-    def _publish(self, pair: Pair, header, result: Result, tracker: Tracker | None,
-                 track_ids: list[str] | None) -> None:
+    def _publish(self, pair: Pair, header, result: Result, track_ids: list[str] | None,
+                 tracks: list[TrackState] | None) -> None:
         """What every client needs, on the worker: detections (with track ids), class mask,
         fusion state (with the live tracks' last confirmation)."""
         pubs = self._publishers_
@@ -663,7 +668,7 @@ class PerceptionNode(LifecycleNode):
             pubs["mask"].publish(image_msg(header, result.class_map, "mono8"))
         pubs["fusion_state"].publish(fusion_state_msg(
             header, pair.ir.data[1] if pair.ir is not None else None, pair.alone_because,
-            tracker.live_tracks() if tracker is not None else None))
+            tracks))
 
     def _display_wanted(self) -> bool:
         pubs = self._publishers_
