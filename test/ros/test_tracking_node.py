@@ -1,7 +1,10 @@
 """Tracking in the node over real DDS, with the demo weights on a synthetic street frame:
 Detection2D.id stable across outputs, the tracks' IR state in ~/fusion_state, a reset on
-deactivate/activate and on switching tracking at run time."""
+deactivate/activate and on switching tracking at run time; and a synthetic sequence written
+as a bag and replayed offline with track ids."""
+import argparse
 import time
+from collections import Counter
 
 import pytest
 
@@ -11,11 +14,15 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from ivtuning_ros.commands.replay import add_replay_parser  # noqa: E402
 from ivtuning_ros.data.synthetic_sequence import make_sequence  # noqa: E402
+from ivtuning_ros.ros.bag import IR_TOPIC, RGB_TOPIC  # noqa: E402
 from ivtuning_ros.ros.conversions import fill_image  # noqa: E402
 from ivtuning_ros.ros.params import demo_weights  # noqa: E402
+from ivtuning_ros.ros.sequence_bag import write_sequence_bag  # noqa: E402
 
 from .harness import NAME, Harness  # noqa: E402
+from .test_replay import decoded  # noqa: E402
 
 FRAME = make_sequence(1000, "day", frames=2)[0].sample  # people in view, demo-detectable
 
@@ -99,3 +106,26 @@ def test_ids_stable_across_outputs_reset_on_reactivation_and_switch(harness):
     again = [track_ids(send_frame(harness)) for _ in range(2)]
     assert all(i == "" for i in again[0]) and again[1]
     assert not set(again[1]) & (set(after[1]) | set(tracked[0]))
+
+
+def test_sequence_bag_replays_offline_with_track_ids(tmp_path, capsys):
+    sequence = make_sequence(1000, "day", frames=6)
+    bag, out = tmp_path / "sequence.mcap", tmp_path / "out.mcap"
+    write_sequence_bag(sequence, bag)
+    parser = argparse.ArgumentParser()
+    add_replay_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["replay", str(bag), "--offline", "--out", str(out),
+                              "--checkpoint", str(demo_weights()[0]), "--device", "cpu",
+                              "--quiet"])
+    assert args.run(args) == 0
+    without_ir = sum(frame.sample.ir is None for frame in sequence)
+    assert without_ir and f"{without_ir} RGB-only" in capsys.readouterr().out
+    records = decoded(out)
+    stamps = [m.header.stamp for t, _, m in records if t == RGB_TOPIC]
+    assert [s.sec + s.nanosec / 1e9 for s in stamps] == pytest.approx(
+        [frame.stamp_s for frame in sequence])
+    assert sum(t == IR_TOPIC for t, _, _ in records) == len(sequence) - without_ir
+    outputs = [m for t, _, m in records if t == f"/{NAME}/detections"]
+    assert len(outputs) == len(sequence)
+    seen = Counter(d.id for m in outputs for d in m.detections if d.id)
+    assert seen and max(seen.values()) >= len(sequence) // 2  # a track through the sequence
