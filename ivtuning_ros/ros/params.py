@@ -49,7 +49,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "CPU, OpenVINO bf16 where the CPU has it else fp32, TensorRT fp16), fp32, fp16 "
               "or bf16", choices=("auto", "fp32", "fp16", "bf16")),
     ParamSpec("cuda_graphs", bool, "capture the per-frame step in CUDA graphs"),
-    ParamSpec("score_threshold", float, "lowest detection score published", low=0.0, high=1.0,
+    ParamSpec("score_threshold", float, "lowest detection score published (with tracking, "
+              "down to half of it where a detection extends a track)", low=0.0, high=1.0,
               runtime=True),
     ParamSpec("class_filter", str, "comma-separated detection class names to publish; "
               "empty for all", runtime=True),
