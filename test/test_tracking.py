@@ -141,3 +141,24 @@ def test_sequence_people_move_and_the_car_passes():
     assert abs(np.diff(centre[3]).mean()) > 2 * max(abs(w) for w in walkers)  # the car
     counts = [len(f.identities) for f in frames]
     assert min(counts) < max(counts)  # someone occluded or out of view some of the time
+
+
+def test_low_scores_extend_tracks_but_start_none():
+    tracker = Tracker(score_threshold=0.5)
+    for frame, score in enumerate([0.8, 0.8, 0.8, 0.3, 0.8]):
+        detections = boxes_at((60 + 8 * frame, 100), (250, 100),
+                              scores=np.array([score, 0.3], np.float32))
+        out = tracker.update(detections, 0.1 * frame, True, SIZE)
+        if frame >= 1:  # the lone low-score detection at x=250 is never published
+            assert out.track_ids == ["1"]
+            assert out.detections.scores.tolist() == pytest.approx([score])
+
+
+def test_duplicate_boxes_of_one_object_make_one_track():
+    tracker = Tracker()
+    for frame in range(4):
+        x = 60 + 8 * frame
+        detections = boxes_at((x, 100), (x + 1, 101), scores=np.array([0.8, 0.7], np.float32))
+        out = tracker.update(detections, 0.1 * frame, True, SIZE)
+    assert out.track_ids == ["1"] and out.detections.scores.tolist() == pytest.approx([0.8])
+    assert len(tracker.live_tracks()) == 1

@@ -124,18 +124,12 @@ class Tracker:
             self.reset()
         self._image_size, self._last_stamp = image_size, stamp_s
         count = len(detections.scores)
-        distinct = sv.Detections(
-            xyxy=detections.boxes.astype(np.float32).reshape(-1, 4),
-            confidence=detections.scores.astype(np.float32),
-            class_id=detections.labels.astype(int), data={"index": np.arange(count)},
-        ).with_nms(threshold=DUPLICATE_IOU, class_agnostic=True)
+        distinct = _without_duplicates(detections)
         tracked = self._library.update(distinct, timestamp=stamp_s)
         boxes = detections.boxes.astype(np.float32).reshape(-1, 4).copy()
         labels = detections.labels.copy()
         track_ids = [""] * count
-        # The library returns detections reordered (an empty result carries no data).
-        indices = tracked.data.get("index", np.zeros(0, int))
-        for index, library_id in zip(indices, tracked.tracker_id, strict=True):
+        for index, library_id in zip(_indices(tracked), tracked.tracker_id, strict=True):
             if library_id < 0:
                 continue
             memory = self._remember(int(library_id), boxes[index], int(labels[index]),
@@ -143,9 +137,8 @@ class Tracker:
             boxes[index], labels[index] = memory.box, memory.votes.most_common(1)[0][0]
             track_ids[index] = memory.track_id
         self._forget_dead_tracks()
-        distinct = set(distinct.data.get("index", np.zeros(0, int)).tolist())
-        kept = [i for i in range(count) if i in distinct
-                and (track_ids[i] or detections.scores[i] >= self.score_threshold)]
+        kept = [i for i in sorted(_indices(distinct))
+                if track_ids[i] or detections.scores[i] >= self.score_threshold]
         return TrackedDetections(Detections(boxes[kept], detections.scores[kept], labels[kept]),
                                  [track_ids[i] for i in kept])
 
@@ -169,3 +162,19 @@ class Tracker:
         alive = {track.tracker_id for track in self._library.tracks}
         for library_id in set(self._memory) - alive:
             del self._memory[library_id]
+
+
+def _without_duplicates(detections: Detections) -> sv.Detections:
+    """The detections as the library takes them, each carrying its input index, boxes
+    overlapping a higher-scored one by over DUPLICATE_IOU dropped."""
+    return sv.Detections(
+        xyxy=detections.boxes.astype(np.float32).reshape(-1, 4),
+        confidence=detections.scores.astype(np.float32),
+        class_id=detections.labels.astype(int),
+        data={"index": np.arange(len(detections.scores))},
+    ).with_nms(threshold=DUPLICATE_IOU, class_agnostic=True)
+
+
+def _indices(detections: sv.Detections) -> list[int]:
+    """Input indices of library detections (reordered by it; an empty result has no data)."""
+    return detections.data.get("index", np.zeros(0, int)).tolist()
