@@ -1,9 +1,10 @@
 """The tracker (runtime/tracking.py) on scripted detections: ids through gaps, uneven stamps,
-crossings, resets; and the synthetic sequences it is measured on."""
+crossings, resets; the overlay's ids; and the synthetic sequences it is measured on."""
 import numpy as np
 import pytest
 
 from ivtuning_ros.data.synthetic_sequence import make_sequence
+from ivtuning_ros.ros.overlay import draw_overlay
 from ivtuning_ros.runtime import Detections
 from ivtuning_ros.runtime.tracking import Tracker
 
@@ -162,3 +163,13 @@ def test_duplicate_boxes_of_one_object_make_one_track():
         out = tracker.update(detections, 0.1 * frame, True, SIZE)
     assert out.track_ids == ["1"] and out.detections.scores.tolist() == pytest.approx([0.8])
     assert len(tracker.live_tracks()) == 1
+
+
+def test_overlay_writes_track_ids():
+    image = np.zeros((*SIZE, 3), np.uint8)
+    detections = boxes_at((100, 120))
+    plain = draw_overlay(image, detections, ["People"], None, 0.0, False, True)
+    tracked = draw_overlay(image, detections, ["People"], None, 0.0, False, True, ["42"])
+    label_rows = slice(0, 90)  # the label sits above the box (top at y=90)
+    assert (tracked[label_rows] != plain[label_rows]).any()
+    assert (tracked[90:] == plain[90:]).all()  # the box itself is the same

@@ -107,6 +107,12 @@ def test_ids_stable_across_outputs_reset_on_reactivation_and_switch(harness):
     assert all(i == "" for i in again[0]) and again[1]
     assert not set(again[1]) & (set(after[1]) | set(tracked[0]))
 
+    future = client.set_parameters([Parameter("class_filter", value="People")])
+    harness.wait_for(future.done, "set class_filter")
+    filtered = send_frame(harness)  # a new filter restarts the tracks
+    assert filtered.detections and all(i == "" for i in track_ids(filtered))
+    assert {d.results[0].hypothesis.class_id for d in filtered.detections} == {"0"}
+
 
 def test_sequence_bag_replays_offline_with_track_ids(tmp_path, capsys):
     sequence = make_sequence(1000, "day", frames=6)
