@@ -9,7 +9,7 @@ VISION_MSGS := $(VENV)/.vision_msgs
 PYTEST_ARGS ?=
 
 .PHONY: venv vision-msgs ros2-kit test lint pytest demo demo-weights fusion-weights bench-backends gpu-check \
-	clean
+	tracking-eval clean
 
 venv: $(STAMP) $(VISION_MSGS)
 
@@ -139,6 +139,14 @@ fusion-weights: $(STAMP)
 	cp $(FUSION_REAL)/fusion_fp16.pth models/m2pn_demo.pth
 	$(BIN)/ivtuning eval --fusion --fusion-checkpoint models/m2pn_demo.pth --data folder \
 		--root $(ROADSCENE) --val-pairs 40 --out $(FUSION_REAL)/eval
+
+# README's tracking table and strip (issue 27): the demo weights and the node's tracker on
+# 2 held-out synthetic sequences per condition, with IR and RGB-only; then the tracker's
+# cost per frame against the model's (a few minutes on a 2-core CPU).
+tracking-eval: $(STAMP) $(VISION_MSGS)
+	$(BIN)/ivtuning eval --tracking --data synthetic --sequences 2 --frames 40 \
+		--out out/tracking --strip docs/tracking_strip.png
+	$(BIN)/python benchmarks/tracking_cost.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

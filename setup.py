@@ -24,6 +24,9 @@ setup(
         "huggingface_hub", "matplotlib", "mcap", "numpy", "opencv-python-headless", "pillow",
         "pycocotools", "pyyaml", "safetensors", "scipy", "tensorboard", "timm", "torch",
         "torchvision", "tqdm",
+        # Tracking: roboflow's trackers (ByteTrack with stamps, its evaluator) and
+        # supervision, whose Detections its API takes.
+        "supervision", "trackers>=2.6",
     ],
     # Optional: inference back-ends beside eager torch, and the CLIP fusion scorer. Each is
     # imported only when asked for; a missing one is a one-line error naming its extra.
@@ -36,9 +39,10 @@ setup(
         # The CPU back-ends and the CLIP scorer are tested, so `test` has them; scikit-image
         # and sewar: reference SSIM and VIF the fusion metrics are checked against;
         # mcap-ros2-support: reads back the bags `ivtuning replay` writes; colcon: the
-        # packaging test builds the package as a ROS workspace does; ruff: `make lint`.
+        # packaging test builds the package as a ROS workspace does; ruff: `make lint`;
+        # motmetrics: reference MOTA and IDF1 the tracking evaluation is checked against.
         "test": ["pytest", "ruff", "colcon-common-extensions", "onnx", "onnxruntime", "openvino",
-                 "open_clip_torch", "scikit-image", "sewar", "mcap-ros2-support"],
+                 "open_clip_torch", "scikit-image", "sewar", "mcap-ros2-support", "motmetrics"],
     },
     zip_safe=True,
     maintainer="ivtuning_ros developers",

@@ -37,11 +37,13 @@ REQUIRED = {
     "pycocotools": ("pycocotools", None),
     "safetensors": ("safetensors", None),
     "scipy": ("scipy", "python3-scipy"),
+    "supervision": ("supervision", None),
     "timm": ("timm", "python3-timm-pip"),
     "torch": ("torch", None),  # python3-torch is the distribution's build: see package.xml
     "torch.utils.tensorboard": ("tensorboard", "python3-tensorboard-pip"),
     "torchvision": ("torchvision", "python3-torchvision-pip"),
     "tqdm": ("tqdm", "python3-tqdm"),
+    "trackers": ("trackers", None),
     "yaml": ("pyyaml", "python3-yaml"),
 }
 # Import name -> the pip distributions that provide it, each in a setup.py extra.
@@ -60,6 +62,7 @@ ROS = {"ament_index_python", "builtin_interfaces", "diagnostic_msgs", "geometry_
 # Imported by test/ only -> (pip distribution in the `test` extra, rosdep key or None).
 TEST_ONLY = {
     "mcap_ros2": ("mcap-ros2-support", "mcap-ros2-support"),
+    "motmetrics": ("motmetrics", None),
     "pytest": ("pytest", "python3-pytest"),
     "sewar": ("sewar", None),
     "skimage": ("scikit-image", "python3-skimage"),

@@ -12,11 +12,12 @@ import torch
 from ..model import load_model
 from ..ros.bag import IR_TOPIC, RGB_TOPIC
 from ..ros.offline import process_offline
-from ..ros.params import NODE_NAME, package_dir
+from ..ros.params import NODE_NAME, default_values, package_dir
 from ..ros.replay import replay_into_node
 from ..runtime import Engine, EngineOptions
 from ..runtime.calibration import homography_from_params
 from ..runtime.image_fusion import FusionRunner
+from ..runtime.tracking import Tracker
 
 
 def add_replay_parser(subparsers) -> argparse.ArgumentParser:
@@ -61,6 +62,9 @@ def add_replay_parser(subparsers) -> argparse.ArgumentParser:
                              "models/, e.g. m2pn_demo.pth): also write/publish the fused image")
     parser.add_argument("--fusion-width", type=int, default=320,
                         help="width M2PN runs at, px (default 320; output at the RGB size)")
+    parser.add_argument("--no-tracking", action="store_true",
+                        help="--offline: detections without track ids (the node's tracking "
+                             "parameter false)")
     parser.add_argument("--slop", type=float, default=0.02,
                         help="--offline: largest RGB-IR stamp difference of a pair, s")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -90,7 +94,9 @@ def _run_offline(args: argparse.Namespace) -> int:
     out = Path(args.out or f"out/{Path(args.bag).stem}_perception.mcap")
     if out.exists() and not args.force:
         raise ValueError(f"'{out}' exists; pass --force to overwrite it")
-    engine = _offline_engine(args)
+    threshold = default_values()["score_threshold"]
+    tracker = None if args.no_tracking else Tracker(score_threshold=threshold)
+    engine = _offline_engine(args, threshold if tracker is None else Tracker.low_score(threshold))
     fusion = None
     if args.fusion_checkpoint:
         fusion = FusionRunner(_model_file(args.fusion_checkpoint), args.fusion_width,
@@ -98,7 +104,7 @@ def _run_offline(args: argparse.Namespace) -> int:
     homography = _calibration(args)
     counts = process_offline(args.bag, out, engine, args.rgb_topic, args.ir_topic, args.slop,
                              homography, args.node_name, progress=not args.quiet,
-                             fusion=fusion)
+                             fusion=fusion, tracker=tracker)
     fused_images = f" and {counts['fused_images']} fused images" if fusion else ""
     print(f"processed {counts['fused'] + counts['rgb_only']} RGB frames of {args.bag} "
           f"({counts['fused']} fused with IR, {counts['rgb_only']} RGB-only, "
@@ -107,7 +113,7 @@ def _run_offline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _offline_engine(args: argparse.Namespace) -> Engine:
+def _offline_engine(args: argparse.Namespace, score_threshold: float) -> Engine:
     """An engine of the model the node would load from the same options."""
     path = _model_file(args.config)
     model, config, trained = load_model(None if args.checkpoint else path,
@@ -118,7 +124,7 @@ def _offline_engine(args: argparse.Namespace) -> Engine:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return Engine(model, config, EngineOptions(device=device))
+    return Engine(model, config, EngineOptions(device=device, score_threshold=score_threshold))
 
 
 def _model_file(name: str) -> Path:

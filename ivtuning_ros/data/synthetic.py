@@ -29,8 +29,15 @@ import cv2
 import numpy as np
 
 from .sample import M3FD_CLASSES, MFNET_CLASSES, Sample
-from .synthetic_objects import place_objects
-from .synthetic_street import Canvas, depth_map, draw_background, ground_warmth, random_street
+from .synthetic_objects import SceneObject, place_objects
+from .synthetic_street import (
+    Canvas,
+    Street,
+    depth_map,
+    draw_background,
+    ground_warmth,
+    random_street,
+)
 
 CONDITIONS = ("day", "night", "fog")
 IR_COUNTS_OFFSET = 7000.0
@@ -58,34 +65,20 @@ def make_scene(seed: int, condition: str = "day", rgb_size: tuple[int, int] = (4
         raise ValueError(f"image sizes must be at least 16 pixels, got rgb {rgb_size}, "
                          f"ir {ir_size}")
     rng = np.random.default_rng(seed)
-    homography = _rig_homography(rgb_size, ir_size)
+    homography = rig_homography(rgb_size, ir_size)
     street = random_street(rng, *rgb_size)
     canvas = Canvas(*rgb_size)
     lights = draw_background(canvas, street, rng)
     objects = place_objects(rng, street)
-    for obj in objects:
-        ident = canvas.entity(obj.mask_class, street.depth(obj.ground_y), texture=5.0)
-        for shape in obj.shapes:
-            canvas.draw(shape, ident)
-        lights += obj.lights
-    on_ground = canvas.per_pixel("depth") == 0.0
-    rgb = _texture(canvas, rng)
-    temp = canvas.temp + on_ground * ground_warmth(street)[:, None]
-    ir_noise = 4.0 * _noise(rng, *ir_size) \
-        + rng.normal(0.0, 3.0, (1, ir_size[1])).astype(np.float32)  # column fixed pattern
+    draw_objects(canvas, street, objects, lights)
     # Conditions draw from their own stream: the scene above is the same in all of them.
     weather = np.random.default_rng([seed, CONDITIONS.index(condition)])
-    if condition == "night":
-        rgb = _night(rgb, lights, weather)
-    elif condition == "fog":
-        depth = depth_map(canvas, street, on_ground)
-        rgb, temp = _fog(rgb, temp, depth, street.ambient, weather)
-    else:
-        rgb *= weather.uniform(0.9, 1.1)
+    rgb, ir = render_cameras(canvas, street, lights, rng, weather, condition, homography,
+                             ir_size)
     labelled = [obj for obj in objects if obj.label is not None]
     return Sample(
-        rgb=np.clip(rgb, 0, 255).astype(np.uint8),
-        ir=_ir_counts(temp, homography, ir_size, ir_noise),
+        rgb=rgb,
+        ir=ir,
         homography=homography,
         boxes=np.array([obj.box(*rgb_size) for obj in labelled], np.float32).reshape(-1, 4),
         labels=np.array([obj.label for obj in labelled], np.int64),
@@ -128,7 +121,43 @@ class SyntheticDataset:
         return sample
 
 
-def _rig_homography(rgb_size: tuple[int, int], ir_size: tuple[int, int]) -> np.ndarray:
+def draw_objects(canvas: Canvas, street: Street, objects: Sequence[SceneObject],
+                 lights: list) -> list[int]:
+    """Draw ``objects`` in the given order (far to near: nearer ones occlude) and add their
+    night lights to ``lights``; returns each object's entity id in the canvas."""
+    idents = []
+    for obj in objects:
+        ident = canvas.entity(obj.mask_class, street.depth(obj.ground_y), texture=5.0)
+        for shape in obj.shapes:
+            canvas.draw(shape, ident)
+        lights += obj.lights
+        idents.append(ident)
+    return idents
+
+
+def render_cameras(canvas: Canvas, street: Street, lights: list, rng: np.random.Generator,
+                   weather: np.random.Generator, condition: str, homography: np.ndarray,
+                   ir_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The drawn layers as the two cameras see them under ``condition``: (RGB uint8
+    (H, W, 3), IR uint16 counts at ``ir_size``). ``rng`` draws the texture and sensor noise,
+    ``weather`` the condition's own randomness."""
+    on_ground = canvas.per_pixel("depth") == 0.0
+    rgb = _texture(canvas, rng)
+    temp = canvas.temp + on_ground * ground_warmth(street)[:, None]
+    ir_noise = 4.0 * _noise(rng, *ir_size) \
+        + rng.normal(0.0, 3.0, (1, ir_size[1])).astype(np.float32)  # column fixed pattern
+    if condition == "night":
+        rgb = _night(rgb, lights, weather)
+    elif condition == "fog":
+        depth = depth_map(canvas, street, on_ground)
+        rgb, temp = _fog(rgb, temp, depth, street.ambient, weather)
+    else:
+        rgb *= weather.uniform(0.9, 1.1)
+    return (np.clip(rgb, 0, 255).astype(np.uint8),
+            _ir_counts(temp, homography, ir_size, ir_noise))
+
+
+def rig_homography(rgb_size: tuple[int, int], ir_size: tuple[int, int]) -> np.ndarray:
     """IR -> RGB of the fixed rig: the IR frame lands on a slightly tilted quad covering 88 %
     of the RGB field of view, a little right of and above the centre."""
     height, width = rgb_size

@@ -87,9 +87,17 @@ def _random_object(rng: np.random.Generator, street: Street, kind: int) -> Scene
         lateral = street.edge(side) + side * rng.uniform(0.6, 2.5)
     else:
         lateral = street.centre + rng.uniform(-near_edge, near_edge)
-    frame = LocalFrame(street.x(y, lateral), y, street.ppm(y), facing=int(rng.choice([-1, 1])))
+    facing = int(rng.choice([-1, 1]))
     if kind == LAMP:
-        frame.facing = -side  # the arm reaches over the road
+        facing = -side  # the arm reaches over the road
+    return object_at(rng, street, kind, y, lateral, facing)
+
+
+def object_at(rng: np.random.Generator, street: Street, kind: int, y: float, lateral: float,
+              facing: int) -> SceneObject:
+    """An object of ``kind`` standing at image row ``y``, ``lateral`` metres right of the
+    camera, facing right (1) or left (-1); ``rng`` draws its look (size, colours)."""
+    frame = LocalFrame(street.x(y, lateral), y, street.ppm(y), facing=facing)
     shapes, lights = _BUILDERS[kind](rng, frame, street.ambient)
     return SceneObject(kind, MASK_CLASS[kind], y, shapes, lights)
 

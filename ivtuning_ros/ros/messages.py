@@ -7,18 +7,22 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
 from ..runtime import Detections
+from ..runtime.tracking import TrackState
 from .conversions import fill_image
 
 
-def detections_to_msg(header, detections: Detections) -> Detection2DArray:
+def detections_to_msg(header, detections: Detections,
+                      track_ids: list[str] | None = None) -> Detection2DArray:
     """vision_msgs/Detection2DArray of one frame: each box as centre + size in RGB pixels,
-    one hypothesis with ``class_id`` = str(label index) and its score; every header is
-    ``header`` (the RGB frame's)."""
+    one hypothesis with ``class_id`` = str(label index) and its score, ``id`` its track id
+    (empty: untracked); every header is ``header`` (the RGB frame's)."""
     message = Detection2DArray(header=header)
-    for (x0, y0, x1, y1), score, label in zip(detections.boxes.tolist(),
-                                              detections.scores.tolist(),
-                                              detections.labels.tolist(), strict=True):
-        detection = Detection2D(header=header)
+    track_ids = track_ids or [""] * len(detections.scores)
+    for (x0, y0, x1, y1), score, label, track in zip(detections.boxes.tolist(),
+                                                     detections.scores.tolist(),
+                                                     detections.labels.tolist(), track_ids,
+                                                     strict=True):
+        detection = Detection2D(header=header, id=track)
         detection.bbox.center.position.x = (x0 + x1) / 2
         detection.bbox.center.position.y = (y0 + y1) / 2
         detection.bbox.size_x = x1 - x0
@@ -38,11 +42,15 @@ def image_msg(header, array: np.ndarray, encoding: str) -> Image:
     return message
 
 
-def fusion_state_msg(header, ir_header, rgb_only_reason: str | None) -> DiagnosticArray:
+def fusion_state_msg(header, ir_header, rgb_only_reason: str | None,
+                     tracks: list[TrackState] | None = None) -> DiagnosticArray:
     """The fusion state of one output, stamped like it (``~/fusion_state``): one status named
     ``fusion`` with ``ir_used`` (true/false), ``rgb_only_reason`` (ir_silent,
     no_ir_within_slop or ir_clock_offset; empty when fused), ``ir_stamp`` (sec.nanosec of
-    the IR frame used) and ``ir_stamp_offset_ms`` (IR stamp minus RGB stamp)."""
+    the IR frame used) and ``ir_stamp_offset_ms`` (IR stamp minus RGB stamp). With
+    ``tracks`` (tracking on), a second status named ``tracks``: one value per live track,
+    key its id (Detection2D.id), value ``ir`` or ``rgb_only``: how the frame that last
+    confirmed the track ran."""
     fused = ir_header is not None
     values = {"ir_used": "true" if fused else "false",
               "rgb_only_reason": rgb_only_reason or "", "ir_stamp": "",
@@ -56,4 +64,11 @@ def fusion_state_msg(header, ir_header, rgb_only_reason: str | None) -> Diagnost
                               message="fused" if fused else f"rgb_only: {rgb_only_reason}",
                               hardware_id=header.frame_id,
                               values=[KeyValue(key=k, value=v) for k, v in values.items()])
-    return DiagnosticArray(header=header, status=[status])
+    statuses = [status]
+    if tracks is not None:
+        statuses.append(DiagnosticStatus(
+            level=DiagnosticStatus.OK, name="tracks", message=f"{len(tracks)} live tracks",
+            hardware_id=header.frame_id,
+            values=[KeyValue(key=t.track_id, value="ir" if t.ir else "rgb_only")
+                    for t in tracks]))
+    return DiagnosticArray(header=header, status=statuses)

@@ -10,6 +10,7 @@ logged once per kind, counted in /diagnostics, and never stops the node.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -51,6 +52,7 @@ from ..runtime.registration import (
     rotation_from_rpy,
     validate_homography,
 )
+from ..runtime.tracking import Tracker, TrackState
 from .conversions import (
     ImageError,
     ir_from_compressed,
@@ -116,6 +118,10 @@ class PerceptionNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._display: LatestJobThread | None = None
         self._fusion: FusionRunner | None = None
+        # One tracker for the node's life (ids are never reused), reset by activate and by
+        # parameter changes on the executor while the worker updates it: hence the lock.
+        self._tracker = self._new_tracker()
+        self._tracking_lock = threading.Lock()
         self._fused_at = 0.0  # monotonic time of the last fused image
         self._last_fused: np.ndarray | None = None
         self._trim_pending = False  # a large frame came: trim the heap after a normal pair
@@ -200,12 +206,39 @@ class PerceptionNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason=problem)
             if self.engine is not None:
                 self.engine.set_class_filter(_names(updates["class_filter"]))
-        if "score_threshold" in updates and self.engine is not None:
-            self.engine.set_score_threshold(updates["score_threshold"])
         self.settings = settings_from({**self.settings.__dict__, **updates})
+        self._apply_tracking_updates(updates)
         if "score_threshold" in updates and "label_info" in self._publishers_:
             self._publish_label_info()
         return SetParametersResult(successful=True)
+
+    # Tracking ---------------------------------------------------------------------------
+    def _engine_threshold(self) -> float:
+        """With tracking, the engine keeps the lower scores that extend tracks."""
+        threshold = self.settings.score_threshold
+        return Tracker.low_score(threshold) if self.settings.tracking else threshold
+
+    def _new_tracker(self) -> Tracker:
+        settings = self.settings
+        return Tracker(score_threshold=settings.score_threshold,
+                       lost_time=settings.tracking_lost_time,
+                       smoothing=settings.tracking_smoothing)
+
+    def _apply_tracking_updates(self, updates: dict) -> None:
+        """Runtime changes: switching tracking, its lost time or the class filter restarts
+        the tracks (a track's class votes came under the old filter); a new threshold or
+        smoothing applies to the live tracks."""
+        settings = self.settings
+        if "score_threshold" in updates or "tracking" in updates:
+            if self.engine is not None:
+                self.engine.set_score_threshold(self._engine_threshold())
+        with self._tracking_lock:
+            tracker = self._tracker
+            tracker.set_score_threshold(settings.score_threshold)
+            tracker.smoothing = settings.tracking_smoothing
+            if {"tracking", "tracking_lost_time", "class_filter"} & set(updates):
+                tracker.lost_time = settings.tracking_lost_time
+                tracker.reset()
 
     def _class_filter_problem(self, class_filter: str) -> str | None:
         """Unknown class names, once a model is loaded (checked again at configure)."""
@@ -247,6 +280,8 @@ class PerceptionNode(LifecycleNode):
                                    fuse_despite_clock_offset=settings.fuse_despite_clock_offset)
         self._display = LatestJobThread("ivtuning-display", self._publish_display,
                                         self._display_failed, background=True)
+        with self._tracking_lock:
+            self._tracker.reset()  # a fresh start on every activation
         self._subscribe()
         self._running.set()
         self._worker = threading.Thread(target=self._work, name="ivtuning-inference",
@@ -358,7 +393,7 @@ class PerceptionNode(LifecycleNode):
                                 "'cpu' or 'auto'")
         options = EngineOptions(
             device=device, precision=None if settings.precision == "auto" else settings.precision,
-            cuda_graphs=settings.cuda_graphs, score_threshold=settings.score_threshold,
+            cuda_graphs=settings.cuda_graphs, score_threshold=self._engine_threshold(),
             class_filter=settings.class_names, max_detections=settings.max_detections,
             backend=settings.backend, cache_dir=settings.engine_cache_dir or None,
             source=settings.checkpoint)
@@ -564,9 +599,17 @@ class PerceptionNode(LifecycleNode):
             self._bad_input("engine_input", f"frame refused by the engine: {exc}")
             return
         start = time.monotonic_ns()
-        self._publish(pair, header, result)
+        track_ids = tracks = None
+        if self.settings.tracking and result.detections is not None:
+            with self._tracking_lock:
+                tracked = self._tracker.update(result.detections, stamp_ns(header.stamp) / 1e9,
+                                               result.ir_used, rgb.shape[:2])
+                tracks = self._tracker.live_tracks()
+            result, track_ids = dataclasses.replace(result, detections=tracked.detections), \
+                tracked.track_ids
+        self._publish(pair, header, result, track_ids, tracks)
         if self._display_wanted():
-            self._display.submit((header, rgb, bgr, ir, homography, result))
+            self._display.submit((header, rgb, bgr, ir, homography, result, track_ids))
         publish_ms = (time.monotonic_ns() - start) / 1e6
         now = time.monotonic_ns()
         self.stats.output(now, pair.alone_because)
@@ -614,15 +657,18 @@ class PerceptionNode(LifecycleNode):
                                       f"returns{changes}")
 
     # Publishing -------------------------------------------------------------------------
-    def _publish(self, pair: Pair, header, result: Result) -> None:
-        """What every client needs, on the worker: detections, class mask, fusion state."""
+    def _publish(self, pair: Pair, header, result: Result, track_ids: list[str] | None,
+                 tracks: list[TrackState] | None) -> None:
+        """What every client needs, on the worker: detections (with track ids), class mask,
+        fusion state (with the live tracks' last confirmation)."""
         pubs = self._publishers_
         if result.detections is not None:
-            pubs["detections"].publish(detections_to_msg(header, result.detections))
+            pubs["detections"].publish(detections_to_msg(header, result.detections, track_ids))
         if result.class_map is not None:
             pubs["mask"].publish(image_msg(header, result.class_map, "mono8"))
         pubs["fusion_state"].publish(fusion_state_msg(
-            header, pair.ir.data[1] if pair.ir is not None else None, pair.alone_because))
+            header, pair.ir.data[1] if pair.ir is not None else None, pair.alone_because,
+            tracks))
 
     def _display_wanted(self) -> bool:
         pubs = self._publishers_
@@ -631,7 +677,7 @@ class PerceptionNode(LifecycleNode):
 
     def _publish_display(self, job) -> None:
         """Display-only images, on the display thread, for the topics someone watches."""
-        header, rgb, bgr, ir, homography, result = job
+        header, rgb, bgr, ir, homography, result, track_ids = job
         pubs, engine, settings = self._publishers_, self.engine, self.settings
         if engine is None:
             return
@@ -660,7 +706,7 @@ class PerceptionNode(LifecycleNode):
         if "debug" in watched:
             overlay = draw_overlay(background, result.detections, engine.class_names, color,
                                    settings.overlay_alpha, settings.overlay_mask,
-                                   settings.overlay_labels)
+                                   settings.overlay_labels, track_ids)
             pubs["debug"].publish(image_msg(header, overlay, "rgb8"))
 
     def _fused_image(self, rgb: np.ndarray,

@@ -1,7 +1,8 @@
 """Offline processing of a bag: `process_offline` runs an `Engine` without DDS, pairing RGB
 and IR by nearest stamp, and writes a new MCAP: every input message plus
 ``/<node>/detections`` and ``/<node>/segmentation/mask`` at each RGB message's log time, and,
-given a fusion runner, ``/<node>/fused/image`` (M2PN) for every frame fused with IR."""
+given a fusion runner, ``/<node>/fused/image`` (M2PN) for every frame fused with IR; given a
+`Tracker`, the detections carry track ids (``Detection2D.id``) as the node's do."""
 from __future__ import annotations
 
 from collections import Counter, deque
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from ..runtime import Engine
 from ..runtime.image_fusion import FusionRunner
+from ..runtime.tracking import Tracker
 from .bag import (
     IMAGE_TYPES,
     IR_TOPIC,
@@ -88,10 +90,12 @@ class _NearestPairer:
 def process_offline(path: str | Path, out_path: str | Path, engine: Engine,
                     rgb_topic: str = RGB_TOPIC, ir_topic: str = IR_TOPIC, slop: float = 0.02,
                     homography: np.ndarray | None = None, node_name: str = NODE_NAME,
-                    progress: bool = True, fusion: FusionRunner | None = None) -> Counter:
+                    progress: bool = True, fusion: FusionRunner | None = None,
+                    tracker: Tracker | None = None) -> Counter:
     """Run ``engine`` on the bag's RGB + IR pairs and write ``out_path`` (see the module
     docstring); ``slop`` in s, ``homography`` IR -> RGB pixels (None: scaling); ``fusion``
-    also writes the operator's fused image of every pair.
+    also writes the operator's fused image of every pair; ``tracker`` tracks the detections
+    by the RGB stamps (the engine must keep scores down to `Tracker.low_score`).
 
     Returns counts: ``rgb``, ``ir`` (messages read), ``fused``, ``rgb_only`` (frames run),
     ``detections``, ``masks``, ``fused_images`` (messages written), ``bad_rgb``, ``bad_ir``
@@ -107,7 +111,7 @@ def process_offline(path: str | Path, out_path: str | Path, engine: Engine,
                f"/{node_name}/fused/image")
     with BagWriter(out_path) as writer, tqdm(total=message_total(files), unit="msg",
                                              desc="offline", disable=not progress) as bar:
-        infer = partial(_infer, engine, fusion, writer, homography, outputs, counts)
+        infer = partial(_infer, engine, fusion, tracker, writer, homography, outputs, counts)
         for schema, channel, message in iter_records(files):
             writer.copy(schema, channel, message)
             stream = streams.get(channel.topic)
@@ -141,7 +145,8 @@ def _decode(stream: str, schema_name: str, record: Message, counts: Counter) -> 
                   array, bgr)
 
 
-def _infer(engine: Engine, fusion: FusionRunner | None, writer: BagWriter,
+def _infer(engine: Engine, fusion: FusionRunner | None, tracker: Tracker | None,
+           writer: BagWriter,
            homography: np.ndarray | None, outputs: tuple[str, str, str], counts: Counter,
            rgb: _Frame, ir: _Frame | None) -> None:
     """Run one frame; write its detections, mask and fused image with the RGB header and
@@ -150,7 +155,12 @@ def _infer(engine: Engine, fusion: FusionRunner | None, writer: BagWriter,
                           bgr=rgb.bgr)
     counts["fused" if ir is not None else "rgb_only"] += 1
     if result.detections is not None:
-        writer.write(outputs[0], detections_to_msg(rgb.header, result.detections),
+        detections, track_ids = result.detections, None
+        if tracker is not None:
+            tracked = tracker.update(detections, rgb.stamp_ns / 1e9, result.ir_used,
+                                     rgb.array.shape[:2])
+            detections, track_ids = tracked.detections, tracked.track_ids
+        writer.write(outputs[0], detections_to_msg(rgb.header, detections, track_ids),
                      rgb.log_time_ns)
         counts["detections"] += 1
     if result.class_map is not None:

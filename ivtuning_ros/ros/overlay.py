@@ -9,8 +9,9 @@ from ..runtime import Detections, palette
 
 def draw_overlay(rgb: np.ndarray, detections: Detections | None, class_names: list[str],
                  color_map: np.ndarray | None, alpha: float, show_mask: bool,
-                 show_labels: bool) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> a new annotated (H, W, 3) uint8 RGB image."""
+                 show_labels: bool, track_ids: list[str] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> a new annotated (H, W, 3) uint8 RGB image; labels start with
+    ``#<track id>`` for tracked detections."""
     image = np.ascontiguousarray(rgb).copy()
     if show_mask and color_map is not None and alpha > 0:
         labelled = color_map.any(axis=2)  # class 0 (black) stays unblended
@@ -20,13 +21,15 @@ def draw_overlay(rgb: np.ndarray, detections: Detections | None, class_names: li
         return image
     colours = palette(len(class_names) + 1)[1:]
     thickness = max(1, round(min(image.shape[:2]) / 360))
-    for box, score, label in zip(detections.boxes, detections.scores, detections.labels,
-                                 strict=True):
+    track_ids = track_ids or [""] * len(detections.scores)
+    for box, score, label, track in zip(detections.boxes, detections.scores, detections.labels,
+                                        track_ids, strict=True):
         colour = tuple(int(c) for c in colours[label % len(colours)])
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         cv2.rectangle(image, (x0, y0), (x1, y1), colour, thickness)
         if show_labels:
-            text = f"{class_names[label] if label < len(class_names) else label} {score:.2f}"
+            name = class_names[label] if label < len(class_names) else label
+            text = f"{f'#{track} ' if track else ''}{name} {score:.2f}"
             cv2.putText(image, text, (x0, max(y0 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.4 * thickness, colour, thickness, cv2.LINE_AA)
     return image

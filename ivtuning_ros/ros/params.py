@@ -51,7 +51,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "CPU, OpenVINO bf16 where the CPU has it else fp32, TensorRT fp16), fp32, fp16 "
               "or bf16", choices=("auto", "fp32", "fp16", "bf16")),
     ParamSpec("cuda_graphs", bool, "capture the per-frame step in CUDA graphs"),
-    ParamSpec("score_threshold", float, "lowest detection score published", low=0.0, high=1.0,
+    ParamSpec("score_threshold", float, "lowest detection score published (with tracking, "
+              "down to half of it where a detection extends a track)", low=0.0, high=1.0,
               runtime=True),
     ParamSpec("class_filter", str, "comma-separated detection class names to publish; "
               "empty for all", runtime=True),
@@ -104,6 +105,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "frame's aspect); the result is resized to the RGB frame", low=32, high=4096),
     ParamSpec("fusion_max_rate", float, "most fused images per second (0: every frame); "
               "fusion shares the CPU with inference", low=0.0, high=1000.0, runtime=True),
+    ParamSpec("tracking", bool, "track detections over frames: Detection2D.id carries a "
+              "track id stable for the track's life (empty until confirmed), classes by "
+              "majority over the track, and detections below score_threshold down to half "
+              "of it are published where they extend a track; switching resets the tracks",
+              runtime=True),
+    ParamSpec("tracking_lost_time", float, "seconds (by stamps) a track that is no longer "
+              "detected is kept for re-association; changing it resets the tracks", low=0.05,
+              high=60.0, runtime=True),
+    ParamSpec("tracking_smoothing", float, "track box smoothing: weight of the previous box "
+              "(0: the detected box)", low=0.0, high=0.95, runtime=True),
     ParamSpec("diagnostics_period", float, "diagnostics publishing period, s", low=0.1,
               high=60.0),
     ParamSpec("autostart", bool, "configure and activate the lifecycle node on start"),
@@ -153,6 +164,9 @@ class Settings:
     fusion_checkpoint: str
     fusion_width: int
     fusion_max_rate: float
+    tracking: bool
+    tracking_lost_time: float
+    tracking_smoothing: float
     diagnostics_period: float
     autostart: bool
 
