@@ -22,7 +22,7 @@ setup(
     # no key); test/test_dependencies.py checks both against what the package imports.
     install_requires=[
         "matplotlib", "mcap", "numpy", "opencv-python-headless", "pillow", "pycocotools",
-        "pyyaml", "scipy", "tensorboard", "timm", "torch", "torchvision", "tqdm",
+        "pysodmetrics", "pyyaml", "scipy", "tensorboard", "timm", "torch", "torchvision", "tqdm",
     ],
     # Optional: inference back-ends beside eager torch, and the CLIP fusion scorer. Each is
     # imported only when asked for; a missing one is a one-line error naming its extra.

@@ -34,6 +34,7 @@ REQUIRED = {
     "mcap": ("mcap", None),
     "numpy": ("numpy", "python3-numpy"),
     "pycocotools": ("pycocotools", None),
+    "py_sod_metrics": ("pysodmetrics", None),
     "scipy": ("scipy", "python3-scipy"),
     "timm": ("timm", "python3-timm-pip"),
     "torch": ("torch", None),  # python3-torch is the distribution's build: see package.xml

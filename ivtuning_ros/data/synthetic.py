@@ -14,6 +14,11 @@ homography, slightly blurred, as raw 16-bit counts ``7000 + 100 * T`` plus senso
 noise. The rig is fixed (the homography depends on the two image sizes only): the
 IR camera sees 88 % of the RGB field of view, offset and mildly tilted.
 
+Salient object (the SOD ground truth): the nearest person or vehicle (M3FD People, Car,
+Bus, Motorcycle, Truck; not Lamp), nearest meaning the largest ground contact row, i.e. the
+smallest distance; its visible pixels (after occlusion) are 1, the rest 0; all 0 when the
+scene has none.
+
 Conditions change the RGB only (fog also attenuates the IR slightly): one seed
 gives the same geometry, ground truth and, except in fog, IR in every condition.
 
@@ -36,6 +41,9 @@ CONDITIONS = ("day", "night", "fog")
 IR_COUNTS_OFFSET = 7000.0
 IR_COUNTS_PER_DEGREE = 100.0
 # Corner offsets of the IR quad in the RGB frame, in quad sizes: a mild perspective.
+# The salient object's classes (M3FD ids): people and vehicles, not street lamps.
+SALIENT_LABELS = tuple(M3FD_CLASSES.index(name) for name in
+                       ("People", "Car", "Bus", "Motorcycle", "Truck"))
 RIG_TILT = np.array([[0.008, -0.006], [-0.004, 0.005], [0.006, 0.004], [-0.007, -0.005]])
 
 
@@ -50,7 +58,8 @@ def make_scene(seed: int, condition: str = "day", rgb_size: tuple[int, int] = (4
         rgb_size, ir_size: (height, width) of the two cameras.
     Returns:
         A `Sample`: IR uint16 counts (``7000 + 100 * deg C``) at ``ir_size``,
-        ``homography`` IR -> RGB, boxes/labels in M3FD ids, mask in MFNet ids.
+        ``homography`` IR -> RGB, boxes/labels in M3FD ids, mask in MFNet ids,
+        saliency of the nearest person or vehicle (module docstring).
     """
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}, got '{condition}'")
@@ -63,11 +72,14 @@ def make_scene(seed: int, condition: str = "day", rgb_size: tuple[int, int] = (4
     canvas = Canvas(*rgb_size)
     lights = draw_background(canvas, street, rng)
     objects = place_objects(rng, street)
+    salient = None  # (ground row, entity id) of the nearest person or vehicle
     for obj in objects:
         ident = canvas.entity(obj.mask_class, street.depth(obj.ground_y), texture=5.0)
         for shape in obj.shapes:
             canvas.draw(shape, ident)
         lights += obj.lights
+        if obj.label in SALIENT_LABELS and (salient is None or obj.ground_y > salient[0]):
+            salient = (obj.ground_y, ident)
     on_ground = canvas.per_pixel("depth") == 0.0
     rgb = _texture(canvas, rng)
     temp = canvas.temp + on_ground * ground_warmth(street)[:, None]
@@ -90,9 +102,17 @@ def make_scene(seed: int, condition: str = "day", rgb_size: tuple[int, int] = (4
         boxes=np.array([obj.box(*rgb_size) for obj in labelled], np.float32).reshape(-1, 4),
         labels=np.array([obj.label for obj in labelled], np.int64),
         mask=canvas.per_pixel("mask_class").astype(np.uint8),
+        saliency=_saliency(canvas, salient),
         name=f"synthetic_{seed}_{condition}",
         condition=condition,
     )
+
+
+def _saliency(canvas: Canvas, salient: tuple[float, int] | None) -> np.ndarray:
+    """uint8 (H, W): 1 on the visible pixels of the salient entity, 0 elsewhere."""
+    if salient is None:
+        return np.zeros_like(canvas.ident)
+    return (canvas.ident == salient[1]).astype(np.uint8)
 
 
 class SyntheticDataset:
