@@ -241,11 +241,12 @@ def test_paper_sod_recipe_is_adam_with_the_papers_numbers():
 def test_train_adds_a_sod_head_to_a_trained_model_and_trains_it_alone(tmp_path):
     from ivtuning_ros.commands.cli import main
     from ivtuning_ros.model import load_checkpoint, save_checkpoint
+    from ivtuning_ros.model.checkpoint import add_head
 
     torch.manual_seed(0)
     config = load_config(MODELS / "ivt_tiny_test.yaml")
     base = build_model(config, load_weights=False)
-    save_checkpoint(base, config, tmp_path / "base.pth")
+    save_checkpoint(base, config, tmp_path / "base.pth", half=True)
     out = tmp_path / "sod"
     assert main(["train", "--init", str(tmp_path / "base.pth"), "--set",
                  "sod={channels: [16, 16, 32, 32]}", "--set", "detection=null", "--set",
@@ -255,10 +256,24 @@ def test_train_adds_a_sod_head_to_a_trained_model_and_trains_it_alone(tmp_path):
                  str(out)]) == 0
     trained, trained_config = load_checkpoint(out / "last.pth")  # base: exported by --init
     assert trained_config.sod is not None and trained_config.detection is None
-    before = {k: v for k, v in base.state_dict().items() if k.startswith("backbone.")}
+    stored, _ = load_checkpoint(tmp_path / "base.pth")  # fp16-rounded, as trained from
+    before = {k: v for k, v in stored.state_dict().items() if k.startswith("backbone.")}
     after = trained.state_dict()
     # --heads-only: the IR embedding, prompter and their BatchNorm statistics stay put
     assert all(torch.equal(value, after[key]) for key, value in before.items())
     fresh = build_model(trained_config, load_weights=False).state_dict()
     assert any(not torch.equal(fresh[k], after[k]) for k in after if k.startswith("sod.")
                and after[k].is_floating_point())
+    # add_head (`make demo-sod-weights`): base's tensors bit for bit, plus the head
+    add_head(tmp_path / "base.pth", out / "last.pth", "sod", tmp_path / "merged.pth")
+    base_state = torch.load(tmp_path / "base.pth", weights_only=False)["state_dict"]
+    merged = torch.load(tmp_path / "merged.pth", weights_only=False)
+    assert all(torch.equal(base_state[k], merged["state_dict"][k])
+               and base_state[k].dtype == merged["state_dict"][k].dtype for k in base_state)
+    assert set(merged["state_dict"]) - set(base_state) == {k for k in after
+                                                           if k.startswith("sod.")}
+    model, merged_config = load_checkpoint(tmp_path / "merged.pth")
+    assert merged_config.detection is not None and merged_config.sod is not None
+    with torch.no_grad():
+        out_merged = model.eval()(torch.zeros(1, 3, 64, 80), torch.zeros(1, 1, 64, 80))
+    assert {"pred_logits", "seg_logits", "sod_logits"} <= set(out_merged)
