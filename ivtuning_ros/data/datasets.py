@@ -220,8 +220,9 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default_length: int,
                              "RGB-IR image pairs, e.g. RoadScene, no annotations)")
     parser.add_argument("--root", help="dataset folder (not for synthetic)")
     parser.add_argument("--split", default=default_split,
-                        help=f"llvip/mfnet split, vt (VT5000): Train or Test; folder: a sub-folder of both image folders, "
-                             f"used where it exists (default: {default_split})")
+                        help=f"llvip/mfnet split, vt (VT5000): Train or Test; folder: a "
+                             f"sub-folder of both image folders, used where it exists "
+                             f"(default: {default_split})")
     parser.add_argument("--length", type=int, default=default_length, metavar="N",
                         help=f"synthetic: number of scenes (default: {default_length})")
     parser.add_argument("--seed", type=int, default=0, metavar="S",

@@ -361,8 +361,8 @@ class ModelConfig:
     """A whole model description, as written in a YAML file under ``models/``.
 
     ``detection``, ``segmentation`` and ``sod`` (salient object detection) are optional:
-    a model has any non-empty subset of them on one backbone pass. ``method`` is the adapter on the frozen
-    backbone: ``ivtuning`` (sizes in ``prompter``), ``cpal`` or ``dra`` (sizes in their
+    a model has any non-empty subset of them on one backbone pass. ``method`` is the
+    adapter on the frozen backbone: ``ivtuning`` (sizes in ``prompter``), ``cpal`` or ``dra`` (sizes in their
     own section; both are specified for the Swin). ``prompter.ir_in_channels`` is the IR
     the backbone receives for every method.
     """

@@ -74,8 +74,8 @@ class FrameStep(nn.Module):
     (1, in_h, in_w, 2) of `registration.ir_sampling_grid`, a 0-dim float threshold and
     a (K,) bool class mask; it returns the tensors of `OUTPUT_NAMES` the model has:
     boxes (1, k, 4) in original pixels, scores, labels, keep (1, k) bool, and
-    class_map (1, H, W) uint8, saliency (1, H, W) uint8 (0..255). ``gain_in_graph`` False: ``ir`` is already in [0, 1]
-    (`preprocess.ir_to_unit` ran before the step).
+    class_map (1, H, W) uint8, saliency (1, H, W) uint8 (0..255). ``gain_in_graph``
+    False: ``ir`` is already in [0, 1] (`preprocess.ir_to_unit` ran before the step).
     """
 
     def __init__(self, model: IVTuningModel, config: ModelConfig, layout: FrameLayout,
