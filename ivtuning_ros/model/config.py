@@ -362,9 +362,9 @@ class ModelConfig:
 
     ``detection``, ``segmentation`` and ``sod`` (salient object detection) are optional:
     a model has any non-empty subset of them on one backbone pass. ``method`` is the
-    adapter on the frozen backbone: ``ivtuning`` (sizes in ``prompter``), ``cpal`` or ``dra`` (sizes in their
-    own section; both are specified for the Swin). ``prompter.ir_in_channels`` is the IR
-    the backbone receives for every method.
+    adapter on the frozen backbone: ``ivtuning`` (sizes in ``prompter``), ``cpal`` or
+    ``dra`` (sizes in their own section; both are specified for the Swin).
+    ``prompter.ir_in_channels`` is the IR the backbone receives for every method.
     """
 
     name: str = "ivtuning"
