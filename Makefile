@@ -130,7 +130,7 @@ DEMO_SOD := out/demo_train/sod
 demo-sod-weights: $(STAMP)
 	$(BIN)/ivtuning train --init models/ivt_demo.pth --set 'sod={channels: [16, 32, 64, 64]}' \
 		--set detection=null --set segmentation=null --heads-only $(DEMO_SCENES) \
-		--optimizer adam --lr 1e-3 --weight-decay 0 --warmup 20 --iterations 300 --seed 3 \
+		--optimizer adam --lr 1e-3 --weight-decay 0 --warmup 10 --iterations 100 --seed 3 \
 		--out $(DEMO_SOD) --quiet
 	$(BIN)/python tools/add_head.py models/ivt_demo.pth $(DEMO_SOD)/last.pth sod \
 		models/ivt_demo.pth
