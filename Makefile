@@ -139,7 +139,7 @@ demo-sod-weights: $(STAMP)
 demo-sod-eval: $(STAMP)
 	for condition in night fog day; do for mode in rgb_ir rgb_only; do \
 		$(BIN)/ivtuning eval --sod --checkpoint models/ivt_demo.pth --data synthetic \
-			--scene-scale 0.5 --conditions $$condition --length 120 --seed 7 \
+			--scene-scale 0.5 --conditions $$condition --length 60 --seed 7 \
 			$$( [ $$mode = rgb_only ] && echo --rgb-only ) \
 			--out $(DEMO_SOD)/eval_$${condition}_$$mode; done; done
 

@@ -6,6 +6,7 @@ Wire it in with ``add_eval_parser(commands)`` in the CLI's parser; ``main`` runs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -124,6 +125,10 @@ def _run_sod_eval(args: argparse.Namespace) -> int:
     model, config, trained = load_model(args.config, args.checkpoint)
     if not trained:
         print("note: no --checkpoint, the model's heads are untrained", file=sys.stderr)
+    # The saliency does not depend on the other heads: leave them out (DINO is most of the
+    # demo model's time).
+    model.detection = model.segmentation = None
+    config = dataclasses.replace(config, detection=None, segmentation=None)
     engine = Engine(model, config, EngineOptions(device=args.device))
     report, examples = evaluate_sod(engine, dataset_from_arguments(args), args.limit,
                                     use_ir=not args.rgb_only, progress=not args.json)
