@@ -277,3 +277,16 @@ def test_train_adds_a_sod_head_to_a_trained_model_and_trains_it_alone(tmp_path):
     with torch.no_grad():
         out_merged = model.eval()(torch.zeros(1, 3, 64, 80), torch.zeros(1, 1, 64, 80))
     assert {"pred_logits", "seg_logits", "sod_logits"} <= set(out_merged)
+
+
+@pytest.mark.parametrize("orig", [(45, 60), (1500, 2000)])  # under and over MAX_LOGIT_PIXELS
+def test_saliency_to_original_crops_padding_and_scales_to_uint8(orig):
+    from ivtuning_ros.model.postprocess import letterbox_for, saliency_to_original
+
+    letterbox = letterbox_for(*orig, 64, 64)
+    logits = torch.full((1, 1, 64, 64), 50.0)  # padding: certainly salient
+    rows, cols = letterbox.valid_slices
+    logits[..., rows, cols] = 0.0  # the image: p = 0.5
+    saliency = saliency_to_original(logits, letterbox)
+    assert saliency.shape == (1, *orig) and saliency.dtype == torch.uint8
+    assert (saliency == 128).all()  # round(0.5 * 255); nothing of the padding bled in
