@@ -290,3 +290,21 @@ def test_saliency_to_original_crops_padding_and_scales_to_uint8(orig):
     saliency = saliency_to_original(logits, letterbox)
     assert saliency.shape == (1, *orig) and saliency.dtype == torch.uint8
     assert (saliency == 128).all()  # round(0.5 * 255); nothing of the padding bled in
+
+
+def test_exported_saliency_matches_torch_and_the_parity_check_guards_it(sod_model, tmp_path):
+    from ivtuning_ros.runtime.backends import BackendUnavailable, open_runner, parity
+    from ivtuning_ros.runtime.backends.onnx_export import export_onnx, output_names
+    from ivtuning_ros.runtime.step import FrameLayout, FrameStep
+
+    model, config = sod_model
+    step = FrameStep(model, config, FrameLayout((70, 70), (50, 60), "uint16"), 100,
+                     torch.device("cpu"))
+    assert output_names(step)[-1] == "saliency"
+    path = export_onnx(step, tmp_path / "sod.onnx")
+    runner = open_runner("onnxruntime", path, torch.device("cpu"), None, tmp_path)
+    report = parity.compare(step, runner, parity.probe_inputs(step, gain_in_graph=True))
+    assert report["max_saliency_diff"] <= 1  # rounding at most
+    parity.check(report, "onnxruntime")
+    with pytest.raises(BackendUnavailable, match="max_saliency_diff"):
+        parity.check({**report, "max_saliency_diff": 40.0}, "tensorrt")
