@@ -22,6 +22,11 @@ $(STAMP): setup.py setup.cfg Makefile
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q torch torchvision
 	$(PIP) install -q -e '.[test]'
+	# pysodmetrics (the `sod` extra) pins numpy, OpenCV and scikit-image below the versions
+	# above (a downgraded OpenCV warps differently): installed without its pins, with the
+	# one package it imports that nothing else brings.
+	$(PIP) install -q scikit-learn
+	$(PIP) install -q --no-deps pysodmetrics
 	touch $(STAMP)
 
 # ROS 2 comes from PyPI wheels (Kilted) rather than a distribution, so the node and its

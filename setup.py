@@ -22,7 +22,7 @@ setup(
     # no key); test/test_dependencies.py checks both against what the package imports.
     install_requires=[
         "matplotlib", "mcap", "numpy", "opencv-python-headless", "pillow", "pycocotools",
-        "pysodmetrics", "pyyaml", "scipy", "tensorboard", "timm", "torch", "torchvision", "tqdm",
+        "pyyaml", "scipy", "tensorboard", "timm", "torch", "torchvision", "tqdm",
     ],
     # Optional: inference back-ends beside eager torch, and the CLIP fusion scorer. Each is
     # imported only when asked for; a missing one is a one-line error naming its extra.
@@ -32,6 +32,9 @@ setup(
         "onnxruntime-gpu": ["onnx", "onnxruntime-gpu"],
         "tensorrt": ["onnx", "tensorrt"],
         "clip": ["open_clip_torch"],
+        # The salient object metrics of `ivtuning eval --sod`. Its releases pin numpy, OpenCV
+        # and scikit-image below this project's: the Makefile installs it with --no-deps.
+        "sod": ["pysodmetrics"],
         # The CPU back-ends and the CLIP scorer are tested, so `test` has them; scikit-image
         # and sewar: reference SSIM and VIF the fusion metrics are checked against;
         # mcap-ros2-support: reads back the bags `ivtuning replay` writes; colcon: the

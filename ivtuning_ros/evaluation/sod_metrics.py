@@ -7,19 +7,37 @@ S-measure (alpha 0.5), weighted F-measure (beta^2 = 1), E-measure over 256 thres
 and MAE, each averaged over images. E-measure is reported as the mean over the thresholds
 (``E_measure_mean``: the usual E_m of RGB-T SOD tables, and this project's table), the
 maximum over them (``E_measure_max``) and the adaptive-threshold value.
+
+pysodmetrics is an optional dependency (the ``sod`` extra), imported when an evaluator is
+made: its releases pin numpy, OpenCV and scikit-image below the versions the rest of the
+project runs (README "Salient object detection"), so it is installed without its pins.
 """
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
-import py_sod_metrics
 
 GT_SALIENT = 255  # ground truth is written 0 / 255 for pysodmetrics (salient above 128)
+
+
+def sod_metrics_module() -> ModuleType:
+    """pysodmetrics (``py_sod_metrics``), or a one-line error saying how to install it."""
+    try:
+        import py_sod_metrics
+    except ImportError as exc:
+        raise RuntimeError(f"salient object metrics need the Python package 'pysodmetrics', "
+                           f"which is not installed ({exc}): pip install 'pysodmetrics' (or "
+                           f"the project's extra: pip install 'ivtuning_ros[sod]'); add "
+                           f"--no-deps to keep this environment's numpy and OpenCV") from None
+    return py_sod_metrics
 
 
 class SODEvaluator:
     """Accumulates S-measure, weighted F-measure, E-measure and MAE over images."""
 
     def __init__(self) -> None:
+        py_sod_metrics = sod_metrics_module()
         self.s_measure = py_sod_metrics.Smeasure()
         self.weighted_f = py_sod_metrics.WeightedFmeasure()
         self.e_measure = py_sod_metrics.Emeasure()
