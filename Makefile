@@ -8,8 +8,8 @@ ROS_STAMP := $(VENV)/.ros
 VISION_MSGS := $(VENV)/.vision_msgs
 PYTEST_ARGS ?=
 
-.PHONY: venv vision-msgs ros2-kit test lint pytest demo demo-weights fusion-weights bench-backends gpu-check \
-	tracking-eval clean
+.PHONY: venv vision-msgs ros2-kit test lint pytest demo demo-weights demo-sod-weights \
+	demo-sod-eval fusion-weights bench-backends gpu-check tracking-eval clean
 
 venv: $(STAMP) $(VISION_MSGS)
 
@@ -22,6 +22,11 @@ $(STAMP): setup.py setup.cfg Makefile
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q torch torchvision
 	$(PIP) install -q -e '.[test]'
+	# pysodmetrics (the `sod` extra) pins numpy, OpenCV and scikit-image below the versions
+	# above (a downgraded OpenCV warps differently): installed without its pins, with the
+	# one package it imports that nothing else brings.
+	$(PIP) install -q scikit-learn
+	$(PIP) install -q --no-deps pysodmetrics
 	touch $(STAMP)
 
 # ROS 2 comes from PyPI wheels (Kilted) rather than a distribution, so the node and its
@@ -119,6 +124,29 @@ demo-weights: $(STAMP) $(VISION_MSGS)
 			--scene-scale 0.5 --conditions $$condition --length 120 --seed 7 \
 			$$( [ $$mode = rgb_only ] && echo --rgb-only ) \
 			--out $(DEMO_TRAIN)/eval_$${condition}_$$mode; done; done
+
+# How the demo model's salient object detection head was made (a few minutes of an idle
+# 2-core CPU; longer on a busy one): a CPNet head alone trained on the frozen demo model (IR
+# embedding, prompter and the other heads untouched) on synthetic scenes whose salient
+# object is the nearest person or vehicle, then added to models/ivt_demo.pth with every
+# other tensor bit-identical (tools/add_head.py). Last, README's SOD table: held-out night,
+# fog and day scenes, with and without IR.
+DEMO_SOD := out/demo_train/sod
+demo-sod-weights: $(STAMP)
+	$(BIN)/ivtuning train --init models/ivt_demo.pth --set 'sod={channels: [16, 32, 64, 64]}' \
+		--set detection=null --set segmentation=null --heads-only $(DEMO_SCENES) \
+		--optimizer adam --lr 1e-3 --weight-decay 0 --warmup 10 --iterations 100 --seed 3 \
+		--out $(DEMO_SOD) --quiet
+	$(BIN)/python tools/add_head.py models/ivt_demo.pth $(DEMO_SOD)/last.pth sod \
+		models/ivt_demo.pth
+	$(MAKE) demo-sod-eval
+
+demo-sod-eval: $(STAMP)
+	for condition in night fog day; do for mode in rgb_ir rgb_only; do \
+		$(BIN)/ivtuning eval --sod --checkpoint models/ivt_demo.pth --data synthetic \
+			--scene-scale 0.5 --conditions $$condition --length 60 --seed 7 \
+			$$( [ $$mode = rgb_only ] && echo --rgb-only ) \
+			--out $(DEMO_SOD)/eval_$${condition}_$$mode; done; done
 
 # How models/m2pn_demo.pth was made: M2PN trained without labels on the demo model's
 # registered synthetic pairs (day, night, fog), then fine-tuned on RoadScene's real pairs by

@@ -36,6 +36,9 @@ setup(
         "onnxruntime-gpu": ["onnx", "onnxruntime-gpu"],
         "tensorrt": ["onnx", "tensorrt"],
         "clip": ["open_clip_torch"],
+        # The salient object metrics of `ivtuning eval --sod`. Its releases pin numpy, OpenCV
+        # and scikit-image below this project's: the Makefile installs it with --no-deps.
+        "sod": ["pysodmetrics"],
         # The CPU back-ends and the CLIP scorer are tested, so `test` has them; scikit-image
         # and sewar: reference SSIM and VIF the fusion metrics are checked against;
         # mcap-ros2-support: reads back the bags `ivtuning replay` writes; colcon: the

@@ -52,6 +52,7 @@ OPTIONAL = {
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
     "open_clip": ("open_clip_torch",),
     "openvino": ("openvino",),
+    "py_sod_metrics": ("pysodmetrics",),
     "tensorrt": ("tensorrt",),
 }
 # ROS 2 packages (package.xml only; on a machine without a distribution the Makefile installs
@@ -239,6 +240,7 @@ def test_optional_imports_are_lazy_guarded_and_in_an_extra():
 
 def _missing_package_errors():
     """Optional import -> a call that needs it."""
+    from ivtuning_ros.evaluation.sod_metrics import SODEvaluator
     from ivtuning_ros.image_fusion.quality import ClipScorer
     from ivtuning_ros.runtime.backends import require
     from ivtuning_ros.runtime.backends.onnx_export import read_metadata
@@ -247,6 +249,7 @@ def _missing_package_errors():
             "onnxruntime": lambda: require("onnxruntime", "onnxruntime"),
             "open_clip": lambda: ClipScorer("absent.pt"),
             "openvino": lambda: require("openvino", "openvino"),
+            "py_sod_metrics": SODEvaluator,
             "tensorrt": lambda: require("tensorrt", "tensorrt")}
 
 

@@ -108,7 +108,7 @@ def test_eval_mode_computes_only_the_last_layer(tiny_model, tiny_config):
 
 def test_a_model_needs_a_head(tiny_config):
     tiny_config.detection = tiny_config.segmentation = None
-    with pytest.raises(ValueError, match="needs a detection head"):
+    with pytest.raises(ValueError, match="needs at least one head"):
         build_model(tiny_config)
 
 

@@ -79,3 +79,17 @@ def test_console_script_reports_bad_config_in_one_line():
     assert result.stderr.strip().count("\n") == 0
     assert "unknown config key(s) prompter.x" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("config, paper_millions", [
+    ("ivt_swin_l_cpnet_vt5000.yaml", 5.03),   # Tables I (5.0) and VIII (5.03)
+    ("ivt_eva02_l_cpnet_vt5000.yaml", 7.5),   # Table VI (7.5; Table I rounds to 7.6)
+])
+def test_info_reproduces_the_sod_configs_tp(capsys, config, paper_millions):
+    assert main(["info", str(MODELS / config), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    trainable = result["backbone_trainable_params"] / 1e6
+    assert abs(trainable - paper_millions) / paper_millions < 0.01
+    assert result["sod_head_params"] > 0  # the decoder trains but is not in #TP
+    assert result["trainable_params"] > result["backbone_trainable_params"] + result[
+        "sod_head_params"] - 1

@@ -104,7 +104,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Print the parameter table of a model config."""
     config = load_config(args.config, args.overrides)
     with torch.device("meta"):  # counting needs shapes, not values: SAM-H builds instantly
-        if config.detection or config.segmentation:
+        if config.detection or config.segmentation or config.sod:
             summary = model_summary(build_model(config, load_weights=False))
         else:
             summary = parameter_summary(build_backbone(config, load_weights=False))
@@ -132,6 +132,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if "trainable_params" in summary:
         print(f"{'detection head':<40}{summary['detection_head_params']:>14,}")
         print(f"{'segmentation head':<40}{summary['segmentation_head_params']:>14,}")
+        print(f"{'salient object detection head':<40}{summary['sod_head_params']:>14,}")
         print(f"{'trainable total':<40}{summary['trainable_params']:>14,}")
         print(f"{'adapter checkpoint':<40}{summary['adapter_checkpoint_mb']:>11.2f} MiB")
     else:

@@ -4,7 +4,8 @@ A synthetic stereo rig (RGB 640x480 + 16-bit thermal 640x512 with a known IR->RG
 homography; day, night and fog scenes) publishes over DDS into the perception node,
 and a recorder subscribes like any client. Written under the output folder:
 ``demo.gif`` (the node's debug overlay), ``contact_sheet.png`` (RGB, raw IR,
-registered IR over RGB, the fused image, detections + mask, one row per condition) and
+registered IR over RGB, the fused image, detections + mask, and ``~/saliency`` when the
+model has the SOD head; one row per condition) and
 ``stats.json`` (rates, latency and age percentiles, detections per frame).
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from vision_msgs.msg import Detection2DArray
 
 from ..data.synthetic import make_scene
+from ..evaluation.sod import saliency_view
 from ..model import load_checkpoint
 from ..ros.conversions import fill_image, image_to_array
 from ..ros.node import PerceptionNode
@@ -81,6 +83,7 @@ class Recorder(Node):
         super().__init__("demo_recorder", context=context)
         self.outputs: dict[str, dict[tuple[int, int], object]] = {}
         self.fused_images: dict[tuple[int, int], Image] = {}  # by RGB stamp, not required
+        self.saliency: dict[tuple[int, int], Image] = {}  # ~/saliency, where the model has it
         self.ages_ms: list[float] = []
         self.diagnostics: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -91,11 +94,16 @@ class Recorder(Node):
             self.create_subscription(kind, f"/{NODE}/{topic}",
                                      lambda m, t=topic: self._store(t, m), RELIABLE)
         self.create_subscription(Image, f"/{NODE}/fused/image", self._on_fused, RELIABLE)
+        self.create_subscription(Image, f"/{NODE}/saliency", self._on_saliency, RELIABLE)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_fused(self, msg: Image) -> None:
         with self._lock:
             self.fused_images[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
+
+    def _on_saliency(self, msg: Image) -> None:
+        with self._lock:
+            self.saliency[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
 
     def _store(self, topic: str, msg) -> None:
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
@@ -212,6 +220,7 @@ def _write_outputs(out_dir: Path, scenes: list, cameras: SyntheticCameras, recor
         "frames_with_results": len(stamps),
         "frames_fused": sum(recorder.fused(s) for s in stamps),
         "fused_images": sum(s in recorder.fused_images for s in stamps),
+        "saliency_images": sum(s in recorder.saliency for s in stamps),
         "detections_per_frame": {"mean": round(float(np.mean(detections)), 2),
                                  "per_frame": detections},
         "result_age_ms": {"p50": round(float(np.percentile(ages, 50)), 1),
@@ -225,7 +234,7 @@ def _write_outputs(out_dir: Path, scenes: list, cameras: SyntheticCameras, recor
 
 def _sheet_row(scene, recorder: Recorder, stamp: tuple[int, int]) -> np.ndarray:
     """RGB | raw IR (own geometry) | registered IR over RGB | fused (M2PN) | detections +
-    mask."""
+    mask | saliency with its 0.5 contour (when the node publishes ``~/saliency``)."""
     registered = image_to_array(recorder.outputs["ir/registered"][stamp])
     heat = cv2.cvtColor(cv2.applyColorMap(registered, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
     blend = cv2.addWeighted(scene.rgb, 0.5, heat, 0.5, 0)
@@ -235,10 +244,16 @@ def _sheet_row(scene, recorder: Recorder, stamp: tuple[int, int]) -> np.ndarray:
     fused_msg = recorder.fused_images.get(stamp)
     fused = (image_to_array(fused_msg) if fused_msg is not None
              else np.full_like(scene.rgb, 128))
+    columns = [(scene.rgb, f"RGB ({scene.condition})"), (raw_ir, "IR (raw, own camera)"),
+               (blend, "IR registered over RGB"), (fused, "fused (M2PN)"),
+               (overlay, "detections + mask")]
+    if recorder.saliency:
+        saliency_msg = recorder.saliency.get(stamp)
+        saliency = (saliency_view(image_to_array(saliency_msg)) if saliency_msg is not None
+                    else np.full_like(scene.rgb, 128))
+        columns.append((saliency, "saliency (~/saliency)"))
     cells = []
-    for image, title in ((scene.rgb, f"RGB ({scene.condition})"), (raw_ir, "IR (raw, own camera)"),
-                         (blend, "IR registered over RGB"), (fused, "fused (M2PN)"),
-                         (overlay, "detections + mask")):
+    for image, title in columns:
         cell = cv2.resize(np.ascontiguousarray(image), THUMB, interpolation=cv2.INTER_AREA)
         cv2.putText(cell, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
                     cv2.LINE_AA)

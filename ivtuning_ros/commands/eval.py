@@ -6,6 +6,7 @@ Wire it in with ``add_eval_parser(commands)`` in the CLI's parser; ``main`` runs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 from ..data.datasets import add_dataset_arguments, dataset_from_arguments
 from ..evaluation.evaluate import plot_report, run_evaluation
 from ..evaluation.metrics import UNDEFINED
+from ..evaluation.sod import contact_sheet as sod_contact_sheet
+from ..evaluation.sod import evaluate_sod
 from ..evaluation.tracking import evaluate_tracking, markdown_table, tracking_strip
 from ..image_fusion.evaluate import contact_sheet, evaluate_fusion, markdown_tables
 from ..image_fusion.pairs import held_out_indices
@@ -66,6 +69,11 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                         help="--fusion: seed of the --val-pairs draw, train-fusion's --seed "
                              "(default: 0)")
     _add_tracking_arguments(parser)
+    parser.add_argument("--sod", action="store_true",
+                        help="evaluate salient object detection instead: the model's saliency "
+                             "on --data vt (VT821 / VT1000 / VT5000) or synthetic; S-measure, "
+                             "weighted F-measure, E-measure (mean, max), MAE by pysodmetrics, "
+                             "sod_report.json and sod_contact_sheet.png")
     parser.set_defaults(run=run_eval_command)
     return parser
 
@@ -96,6 +104,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
         return _run_fusion_eval(args)
     if args.tracking:
         return _run_tracking_eval(args)
+    if args.sod:
+        return _run_sod_eval(args)
     model, config, trained = load_model(args.config, args.checkpoint)
     if not trained:
         print("note: no --checkpoint, the model's heads are untrained", file=sys.stderr)
@@ -173,6 +183,32 @@ def _run_tracking_eval(args: argparse.Namespace) -> int:
           f"{100 * report['tracker_share_of_model']:.2f}% of the model's "
           f"{report['model_ms_p50']:.0f} ms; wrote {out / 'tracking_report.json'}, "
           "tracking_report.md", file=sys.stderr)
+def _run_sod_eval(args: argparse.Namespace) -> int:
+    model, config, trained = load_model(args.config, args.checkpoint)
+    if not trained:
+        print("note: no --checkpoint, the model's heads are untrained", file=sys.stderr)
+    # The saliency does not depend on the other heads: leave them out (DINO is most of the
+    # demo model's time).
+    model.detection = model.segmentation = None
+    config = dataclasses.replace(config, detection=None, segmentation=None)
+    engine = Engine(model, config, EngineOptions(device=args.device))
+    report, examples = evaluate_sod(engine, dataset_from_arguments(args), args.limit,
+                                    use_ir=not args.rgb_only, progress=not args.json)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sod_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    sod_contact_sheet(examples, out / "sod_contact_sheet.png")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['model']} on {report['dataset']} ({report['input']}): "
+              f"{report['images']} images")
+        for key, values in report["metrics"].items():
+            print(f"  {key:<6} S-measure {values['S_measure']:.3f}  weighted F "
+                  f"{values['weighted_F_measure']:.3f}  E-measure mean "
+                  f"{values['E_measure_mean']:.3f} max {values['E_measure_max']:.3f}  MAE "
+                  f"{values['MAE']:.3f}")
+        print(f"wrote {out / 'sod_report.json'}, sod_contact_sheet.png")
     return 0
 
 

@@ -44,7 +44,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--epochs", type=int, help=f"default {DEFAULTS['epochs']}")
     parser.add_argument("--iterations", type=int, help="training steps (instead of --epochs)")
     parser.add_argument("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")
-    parser.add_argument("--optimizer", choices=("adamw", "sgd"),
+    parser.add_argument("--optimizer", choices=("adamw", "adam", "sgd"),
                         help=f"default {DEFAULTS['optimizer']}")
     parser.add_argument("--lr", type=float, help=f"default {DEFAULTS['lr']}")
     parser.add_argument("--weight-decay", type=float,
@@ -59,6 +59,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--workers", type=int, default=0, help="data loader processes")
     parser.add_argument("--train-backbone", action="store_true",
                         help="train the Swin too (visible pre-training, not IV-tuning)")
+    parser.add_argument("--heads-only", action="store_true",
+                        help="train the heads alone, the IR embedding and prompter frozen too "
+                             "(e.g. a new head on a trained model: --init ... --set sod=...)")
     parser.add_argument("--rgb-only", action="store_true", help="train without IR")
     parser.add_argument("--checkpointing", action="store_true",
                         help="gradient checkpointing in the backbone (large models)")
@@ -79,7 +82,7 @@ def run_train_command(args: argparse.Namespace) -> int:
     crop = args.crop or (RECIPES[args.recipe].crop if args.recipe else None)
     options = TrainOptions(**_schedule_options(args),
                            augmentation=Augmentation(crop=tuple(crop) if crop else None),
-                           train_backbone=args.train_backbone,
+                           train_backbone=args.train_backbone, heads_only=args.heads_only,
                            use_ir=not args.rgb_only, gradient_checkpointing=args.checkpointing,
                            workers=args.workers, seed=args.seed, out_dir=args.out)
     losses = train(model, config, dataset, options, torch.device(args.device),

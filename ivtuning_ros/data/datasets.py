@@ -19,6 +19,7 @@ import numpy as np
 from .pair_folder import PairFolderDataset, read_image, read_ir, read_rgb
 from .sample import M3FD_CLASSES, MFNET_CLASSES, Sample
 from .synthetic import SyntheticDataset
+from .vt_sod import VTSODDataset
 
 M3FD_LAYOUT = ("<root>/vi/[split_dir/]<file_name> (RGB), <root>/ir/[split_dir/]<file_name> "
                "(IR), a COCO JSON (default <root>/annotations.json)")
@@ -138,7 +139,7 @@ def _synthetic(root: str | Path | None, **kwargs) -> SyntheticDataset:
 
 DATASETS: dict[str, Callable[..., object]] = {
     "m3fd": M3FDDataset, "llvip": LLVIPDataset, "mfnet": MFNetDataset,
-    "folder": PairFolderDataset, "synthetic": _synthetic,
+    "folder": PairFolderDataset, "synthetic": _synthetic, "vt": VTSODDataset,
 }
 
 
@@ -219,8 +220,9 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default_length: int,
                              "RGB-IR image pairs, e.g. RoadScene, no annotations)")
     parser.add_argument("--root", help="dataset folder (not for synthetic)")
     parser.add_argument("--split", default=default_split,
-                        help=f"llvip/mfnet split; folder: a sub-folder of both image folders, "
-                             f"used where it exists (default: {default_split})")
+                        help=f"llvip/mfnet split, vt (VT5000): Train or Test; folder: a "
+                             f"sub-folder of both image folders, used where it exists "
+                             f"(default: {default_split})")
     parser.add_argument("--length", type=int, default=default_length, metavar="N",
                         help=f"synthetic: number of scenes (default: {default_length})")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
@@ -240,5 +242,5 @@ def dataset_from_arguments(args: argparse.Namespace):
                             conditions=tuple(args.conditions.split(",")),
                             rgb_size=(round(480 * scale), round(640 * scale)),
                             ir_size=(round(512 * scale), round(640 * scale)))
-    options = {"split": args.split} if args.data in ("llvip", "mfnet", "folder") else {}
+    options = {"split": args.split} if args.data in ("llvip", "mfnet", "folder", "vt") else {}
     return open_dataset(args.data, args.root, **options)

@@ -27,6 +27,7 @@ class Sample:
             inclusive spans [x0, x1 + 1].
         labels: int64 (N,) detection class ids (`M3FD_CLASSES`).
         mask: uint8 (H, W) segmentation class ids (`MFNET_CLASSES`), or None.
+        saliency: uint8 (H, W) salient-object ground truth, 1 salient and 0 not, or None.
         name: an identifier of the frame (file stem for real data).
         condition: "day", "night" or "fog" for synthetic frames, "" for real data.
     """
@@ -37,6 +38,7 @@ class Sample:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     mask: np.ndarray | None = None
+    saliency: np.ndarray | None = None
     name: str = ""
     condition: str = ""
 

@@ -14,6 +14,11 @@ homography, slightly blurred, as raw 16-bit counts ``7000 + 100 * T`` plus senso
 noise. The rig is fixed (the homography depends on the two image sizes only): the
 IR camera sees 88 % of the RGB field of view, offset and mildly tilted.
 
+Salient object (the SOD ground truth): the nearest person or vehicle (M3FD People, Car,
+Bus, Motorcycle, Truck; not Lamp), nearest meaning the largest ground contact row, i.e. the
+smallest distance; its visible pixels (after occlusion) are 1, the rest 0; all 0 when the
+scene has none.
+
 Conditions change the RGB only (fog also attenuates the IR slightly): one seed
 gives the same geometry, ground truth and, except in fog, IR in every condition.
 
@@ -43,6 +48,9 @@ CONDITIONS = ("day", "night", "fog")
 IR_COUNTS_OFFSET = 7000.0
 IR_COUNTS_PER_DEGREE = 100.0
 # Corner offsets of the IR quad in the RGB frame, in quad sizes: a mild perspective.
+# The salient object's classes (M3FD ids): people and vehicles, not street lamps.
+SALIENT_LABELS = tuple(M3FD_CLASSES.index(name) for name in
+                       ("People", "Car", "Bus", "Motorcycle", "Truck"))
 RIG_TILT = np.array([[0.008, -0.006], [-0.004, 0.005], [0.006, 0.004], [-0.007, -0.005]])
 
 
@@ -57,7 +65,8 @@ def make_scene(seed: int, condition: str = "day", rgb_size: tuple[int, int] = (4
         rgb_size, ir_size: (height, width) of the two cameras.
     Returns:
         A `Sample`: IR uint16 counts (``7000 + 100 * deg C``) at ``ir_size``,
-        ``homography`` IR -> RGB, boxes/labels in M3FD ids, mask in MFNet ids.
+        ``homography`` IR -> RGB, boxes/labels in M3FD ids, mask in MFNet ids,
+        saliency of the nearest person or vehicle (module docstring).
     """
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}, got '{condition}'")
@@ -70,7 +79,7 @@ def make_scene(seed: int, condition: str = "day", rgb_size: tuple[int, int] = (4
     canvas = Canvas(*rgb_size)
     lights = draw_background(canvas, street, rng)
     objects = place_objects(rng, street)
-    draw_objects(canvas, street, objects, lights)
+    idents = draw_objects(canvas, street, objects, lights)
     # Conditions draw from their own stream: the scene above is the same in all of them.
     weather = np.random.default_rng([seed, CONDITIONS.index(condition)])
     rgb, ir = render_cameras(canvas, street, lights, rng, weather, condition, homography,
@@ -83,9 +92,21 @@ def make_scene(seed: int, condition: str = "day", rgb_size: tuple[int, int] = (4
         boxes=np.array([obj.box(*rgb_size) for obj in labelled], np.float32).reshape(-1, 4),
         labels=np.array([obj.label for obj in labelled], np.int64),
         mask=canvas.per_pixel("mask_class").astype(np.uint8),
+        saliency=_saliency(canvas, objects, idents),
         name=f"synthetic_{seed}_{condition}",
         condition=condition,
     )
+
+
+def _saliency(canvas: Canvas, objects: Sequence[SceneObject], idents: list[int]) -> np.ndarray:
+    """uint8 (H, W): 1 on the visible pixels of the nearest person or vehicle (the lowest
+    ground contact; the first drawn on a tie), 0 elsewhere."""
+    candidates = [(obj.ground_y, ident) for obj, ident in zip(objects, idents, strict=True)
+                  if obj.label in SALIENT_LABELS]
+    if not candidates:
+        return np.zeros_like(canvas.ident)
+    _, ident = max(candidates, key=lambda candidate: candidate[0])
+    return (canvas.ident == ident).astype(np.uint8)
 
 
 class SyntheticDataset:

@@ -267,3 +267,38 @@ def load_model(config_path: str | Path | None, checkpoint: str | Path | None, *,
                          "or a checkpoint (--checkpoint)")
     config = load_config(config_path, overrides)
     return build_model(config), config, False
+
+
+def add_head(base: str | Path, trained: str | Path, head: str, out: str | Path) -> None:
+    """Write ``out``: the full checkpoint ``base`` plus the head ``head`` (e.g. "sod") of the
+    checkpoint ``trained``, a model with that head on the same backbone and adapter (as
+    ``ivtuning train --init base --set sod=... --heads-only`` makes one). Every tensor of
+    ``base`` is written back unchanged (same dtype, bit for bit); the head's tensors take
+    base's floating-point dtype; the config gains the head's section; the training record
+    is base's plus trained's."""
+    base_payload = _read(Path(base))
+    if base_payload["format"] != FULL:
+        raise WeightsError(f"'{base}' is an adapter checkpoint; add_head needs a full one "
+                           f"(ivtuning export)")
+    model, config = load_checkpoint(trained)
+    if getattr(config, head, None) is None:
+        raise WeightsError(f"checkpoint '{trained}' has no '{head}' head")
+    base_model, base_config = load_checkpoint(base)
+    shared = {k: v for k, v in model.state_dict().items() if not k.startswith(f"{head}.")}
+    base_state = base_payload["state_dict"]
+    changed = [k for k, v in shared.items() if k in base_state and not torch.equal(
+        v.to(base_state[k].dtype), base_state[k])]
+    if changed:
+        raise WeightsError(f"'{trained}' changed {len(changed)} tensors of '{base}' (e.g. "
+                           f"{changed[0]}): train the head alone (--heads-only)")
+    dtype = next(v.dtype for v in base_state.values() if v.is_floating_point())
+    head_state = {k: v.to(dtype) if v.is_floating_point() else v
+                  for k, v in model.state_dict().items() if k.startswith(f"{head}.")}
+    payload = dict(base_payload)
+    payload["config"] = {**base_payload["config"], head: config.to_dict()[head]}
+    payload["state_dict"] = {**base_state, **head_state}
+    payload[TRAINED_ON] = list(dict.fromkeys([*trained_on(base_model), *trained_on(model)]))
+    out = Path(out)
+    partial = out.with_suffix(out.suffix + ".partial")
+    torch.save(payload, partial)
+    partial.replace(out)

@@ -309,6 +309,22 @@ class SegmentationConfig:
 
 
 @dataclass
+class SODConfig:
+    """The CPNet-style salient object detection head (`model/heads/cpnet.py`).
+
+    ``channels`` are the decoder's widths at the four stages, stage 0 (1/4) first;
+    CPNet's own are [128, 256, 512, 1024] (its Swin-B's widths).
+    """
+
+    channels: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != 4 or min(self.channels) < 8:
+            raise ConfigError(f"sod.channels must be four widths >= 8 (stage 0 first), got "
+                              f"{self.channels}")
+
+
+@dataclass
 class InputConfig:
     """The network's fixed input size and how raw frames become its input.
 
@@ -348,12 +364,12 @@ class InputConfig:
 class ModelConfig:
     """A whole model description, as written in a YAML file under ``models/``.
 
-    ``detection`` and ``segmentation`` are optional: a model has one head, the
-    other, or both on one backbone pass. ``method`` is the adapter on the frozen
-    backbone: ``ivtuning`` (sizes in ``prompter``), ``cpal`` or ``dra`` (sizes in their
-    own section; both are specified for the Swin), or ``none`` (the frozen Swin alone on
-    RGB: the common start of `ivtuning compare`). ``prompter.ir_in_channels`` is the IR
-    the backbone receives for every method.
+    ``detection``, ``segmentation`` and ``sod`` (salient object detection) are optional:
+    a model has any non-empty subset of them on one backbone pass. ``method`` is the
+    adapter on the frozen backbone: ``ivtuning`` (sizes in ``prompter``), ``cpal`` or
+    ``dra`` (sizes in their own section; both are specified for the Swin), or ``none`` (the
+    frozen Swin alone on RGB: the common start of `ivtuning compare`).
+    ``prompter.ir_in_channels`` is the IR the backbone receives for every method.
     """
 
     name: str = "ivtuning"
@@ -364,6 +380,7 @@ class ModelConfig:
     dra: DRAConfig | None = None
     detection: DetectionConfig | None = None
     segmentation: SegmentationConfig | None = None
+    sod: SODConfig | None = None
     input: InputConfig = field(default_factory=InputConfig)
 
     def __post_init__(self) -> None:
@@ -418,6 +435,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (DRAConfig, "psst"): PSSTConfig,
     (ModelConfig, "detection"): DetectionConfig,
     (ModelConfig, "segmentation"): SegmentationConfig,
+    (ModelConfig, "sod"): SODConfig,
     (ModelConfig, "input"): InputConfig,
 }
 

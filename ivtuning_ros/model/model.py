@@ -16,19 +16,23 @@ from .adapters.ivtuning.vit import IVTuningViT
 from .backbones.swin_weights import load_swin_checkpoint
 from .backbones.vit_weights import load_vit_checkpoint
 from .config import BackboneConfig, ModelConfig, PrompterConfig
+from .heads.cpnet import CPNetHead
 from .heads.dino import DINOHead, build_dino
 from .heads.segformer import SegFormerHead
 
 
 class IVTuningModel(nn.Module):
-    """Frozen backbone + adapter (`AdaptedBackbone`) + optional DINO and SegFormer heads.
+    """Frozen backbone + adapter (`AdaptedBackbone`) + optional DINO, SegFormer and CPNet
+    (salient object detection) heads.
 
     forward(rgb, ir) returns a dict:
       ``ir_used`` (bool): False when run RGB-only;
       ``pred_logits`` (B, Q, K) and ``pred_boxes`` (B, Q, 4) cxcywh normalised to
       each image's region of the network input, when the model detects (plus
       training-only extras);
-      ``seg_logits`` (B, K_seg, H, W) at the input size, when it segments.
+      ``seg_logits`` (B, K_seg, H, W) at the input size, when it segments;
+      ``sod_logits`` (B, 1, H, W) saliency logits at the input size, when it has the SOD
+      head (training mode adds ``sod_deep_logits``, the head's four maps, for the loss).
 
     ``valid_sizes`` (B, 2) float is each image's (height, width) in input pixels,
     at the top left of a right/bottom-padded input (as letterboxed by
@@ -41,13 +45,14 @@ class IVTuningModel(nn.Module):
     """
 
     def __init__(self, backbone: AdaptedBackbone, detection: DINOHead | None,
-                 segmentation: SegFormerHead | None) -> None:
+                 segmentation: SegFormerHead | None, sod: CPNetHead | None = None) -> None:
         super().__init__()
-        if detection is None and segmentation is None:
-            raise ValueError("a model needs a detection head, a segmentation head, or both")
+        if detection is None and segmentation is None and sod is None:
+            raise ValueError("a model needs at least one head: detection, segmentation or sod")
         self.backbone = backbone
         self.detection = detection
         self.segmentation = segmentation
+        self.sod = sod
 
     def forward(self, rgb: Tensor, ir: Tensor | None = None, denoising: Any = None,
                 valid_sizes: Tensor | None = None) -> dict:
@@ -58,12 +63,17 @@ class IVTuningModel(nn.Module):
 
     def heads(self, features: list[Tensor], input_size: tuple[int, int],
               denoising: Any = None, valid_sizes: Tensor | None = None) -> dict:
-        """Both heads on the four stage maps; seg_logits at ``input_size``."""
+        """The model's heads on the four stage maps; seg and sod logits at ``input_size``."""
         outputs: dict = {}
         if self.detection is not None:
             outputs.update(self.detection(features, denoising, valid_sizes, input_size))
         if self.segmentation is not None:
             outputs["seg_logits"] = self.segmentation(features, input_size)
+        if self.sod is not None:
+            deep = self.sod(features, input_size)
+            outputs["sod_logits"] = self.sod.fuse(deep)
+            if self.training:
+                outputs["sod_deep_logits"] = deep
         return outputs
 
 
@@ -108,4 +118,5 @@ def build_model(config: ModelConfig, *, load_weights: bool = True) -> IVTuningMo
         segmentation = SegFormerHead(stage_dims, embed_dim=config.segmentation.embed_dim,
                                      num_classes=len(config.segmentation.classes),
                                      dropout=config.segmentation.dropout)
-    return IVTuningModel(backbone, detection, segmentation)
+    sod = CPNetHead(stage_dims, config.sod.channels) if config.sod else None
+    return IVTuningModel(backbone, detection, segmentation, sod)

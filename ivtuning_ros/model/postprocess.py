@@ -202,3 +202,26 @@ def _nearest_source(out_size: int, in_size: int, device: torch.device) -> Tensor
     """(out_size,) int64: the source index whose pixel centre is nearest each output's."""
     centres = torch.arange(out_size, device=device, dtype=torch.float32) + 0.5
     return (centres * (in_size / out_size)).floor().clamp(max=in_size - 1).long()
+
+
+def saliency_to_original(sod_logits: Tensor, letterbox: Letterbox) -> Tensor:
+    """Saliency in original pixels, uint8 0..255 (sigmoid x 255, rounded), from logits
+    (B, 1, in_h, in_w) at network input resolution (graph-safe): the padding is cropped,
+    then bilinear resizing of the logits, as `segmentation_to_original` (originals over
+    `MAX_LOGIT_PIXELS` are resized within it, then to the original by nearest neighbour).
+    Returns (B, orig_h, orig_w) uint8."""
+    rows, cols = letterbox.valid_slices
+    orig = (letterbox.orig_h, letterbox.orig_w)
+    pixels = orig[0] * orig[1]
+    size = orig
+    if pixels > MAX_LOGIT_PIXELS:
+        shrink = (MAX_LOGIT_PIXELS / pixels) ** 0.5
+        size = (max(1, int(orig[0] * shrink)), max(1, int(orig[1] * shrink)))
+    logits = F.interpolate(sod_logits[..., rows, cols], size=size, mode="bilinear",
+                           align_corners=False)
+    saliency = (logits[:, 0].sigmoid() * 255).round().to(torch.uint8)
+    if size == orig:
+        return saliency
+    row_index = _nearest_source(orig[0], size[0], saliency.device)
+    col_index = _nearest_source(orig[1], size[1], saliency.device)
+    return saliency.index_select(1, row_index).index_select(2, col_index)

@@ -52,13 +52,14 @@ def model_summary(model: IVTuningModel) -> dict:
     """`parameter_summary` of the backbone plus the heads.
 
     Adds ``detection_head_params`` (channel mapper, encoder, queries, decoder, branches),
-    ``segmentation_head_params``,
+    ``segmentation_head_params``, ``sod_head_params``,
     ``trainable_params`` (everything IV-tuning trains) and
     ``adapter_checkpoint_mb`` (the size of an adapter checkpoint's tensors, MiB).
     """
     summary = parameter_summary(model.backbone)
     detection = count(model.detection) if model.detection is not None else 0
     segmentation = count(model.segmentation) if model.segmentation is not None else 0
+    sod = count(model.sod) if model.sod is not None else 0
     if model.detection is not None:
         for name in ("neck", "encoder", "decoder", "cls_branches", "reg_branches"):
             summary["modules"].append({"name": f"detection.{name}",
@@ -71,12 +72,16 @@ def model_summary(model: IVTuningModel) -> dict:
     if model.segmentation is not None:
         summary["modules"].append({"name": "segmentation", "params": segmentation,
                                    "trainable": True})
+    if model.sod is not None:
+        summary["modules"].append({"name": "sod (CPNet decoder)", "params": sod,
+                                   "trainable": True})
     summary["modules"].append({"name": "backbone neck (output norms / pyramid)",
                                "params": summary["neck_norm_params"], "trainable": True})
     adapter_bytes = sum(t.numel() * t.element_size() for t in adapter_state(model).values())
     summary.update({
         "detection_head_params": detection,
         "segmentation_head_params": segmentation,
+        "sod_head_params": sod,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "adapter_checkpoint_mb": round(adapter_bytes / 2**20, 2),
     })

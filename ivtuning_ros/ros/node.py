@@ -419,6 +419,7 @@ class PerceptionNode(LifecycleNode):
         self._publishers_ = {
             "detections": self.create_publisher(Detection2DArray, "~/detections", 10),
             "mask": self.create_publisher(Image, "~/segmentation/mask", 10),
+            "saliency": self.create_publisher(Image, "~/saliency", 10),
             "fusion_state": self.create_publisher(DiagnosticArray, "~/fusion_state", 10),
             "color": self.create_publisher(Image, "~/segmentation/color", 10),
             "debug": self.create_publisher(Image, "~/debug_image", 10),
@@ -660,12 +661,14 @@ class PerceptionNode(LifecycleNode):
     def _publish(self, pair: Pair, header, result: Result, track_ids: list[str] | None,
                  tracks: list[TrackState] | None) -> None:
         """What every client needs, on the worker: detections (with track ids), class mask,
-        fusion state (with the live tracks' last confirmation)."""
+        saliency, fusion state (with the live tracks' last confirmation)."""
         pubs = self._publishers_
         if result.detections is not None:
             pubs["detections"].publish(detections_to_msg(header, result.detections, track_ids))
         if result.class_map is not None:
             pubs["mask"].publish(image_msg(header, result.class_map, "mono8"))
+        if result.saliency is not None:
+            pubs["saliency"].publish(image_msg(header, result.saliency, "mono8"))
         pubs["fusion_state"].publish(fusion_state_msg(
             header, pair.ir.data[1] if pair.ir is not None else None, pair.alone_because,
             tracks))
@@ -706,7 +709,8 @@ class PerceptionNode(LifecycleNode):
         if "debug" in watched:
             overlay = draw_overlay(background, result.detections, engine.class_names, color,
                                    settings.overlay_alpha, settings.overlay_mask,
-                                   settings.overlay_labels, track_ids)
+                                   settings.overlay_labels, track_ids,
+                                   saliency=result.saliency)
             pubs["debug"].publish(image_msg(header, overlay, "rgb8"))
 
     def _fused_image(self, rgb: np.ndarray,

@@ -92,13 +92,16 @@ class Detections:
 
 @dataclass
 class Result:
-    """One frame's output. ``class_map`` is (H, W) uint8 at RGB resolution."""
+    """One frame's output. ``class_map`` is (H, W) uint8 at RGB resolution; ``saliency``
+    (H, W) uint8 (0..255, the salient-object probability x 255) at RGB resolution, or None
+    when the model has no SOD head."""
 
     detections: Detections | None
     class_map: np.ndarray | None
     ir_used: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
     colours: np.ndarray | None = None
+    saliency: np.ndarray | None = None
 
     def color_map(self) -> np.ndarray | None:
         """The class map as an (H, W, 3) uint8 RGB image."""
@@ -447,7 +450,8 @@ def _result(host: dict[str, np.ndarray], ir_used: bool, colours: np.ndarray) -> 
                                 scores=host["scores"][0][keep],
                                 labels=host["labels"][0][keep].astype(np.int64))
     class_map = host["class_map"][0] if "class_map" in host else None
-    return Result(detections, class_map, ir_used, colours=colours)
+    saliency = host["saliency"][0] if "saliency" in host else None
+    return Result(detections, class_map, ir_used, colours=colours, saliency=saliency)
 
 
 def _is_large(layout: FrameLayout) -> bool:

@@ -20,13 +20,14 @@ from ..model.postprocess import (
     Letterbox,
     boxes_to_original,
     filter_mask,
+    saliency_to_original,
     segmentation_to_original,
     select_detections,
 )
 from .preprocess import Preprocessor, ir_to_input, ir_to_unit, network_letterbox
 
 # The results of a step, in this order in an export.
-OUTPUT_NAMES = ("boxes", "scores", "labels", "keep", "class_map")
+OUTPUT_NAMES = ("boxes", "scores", "labels", "keep", "class_map", "saliency")
 IR_DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "float32": np.float32}
 
 
@@ -73,8 +74,8 @@ class FrameStep(nn.Module):
     (1, in_h, in_w, 2) of `registration.ir_sampling_grid`, a 0-dim float threshold and
     a (K,) bool class mask; it returns the tensors of `OUTPUT_NAMES` the model has:
     boxes (1, k, 4) in original pixels, scores, labels, keep (1, k) bool, and
-    class_map (1, H, W) uint8. ``gain_in_graph`` False: ``ir`` is already in [0, 1]
-    (`preprocess.ir_to_unit` ran before the step).
+    class_map (1, H, W) uint8, saliency (1, H, W) uint8 (0..255). ``gain_in_graph``
+    False: ``ir`` is already in [0, 1] (`preprocess.ir_to_unit` ran before the step).
     """
 
     def __init__(self, model: IVTuningModel, config: ModelConfig, layout: FrameLayout,
@@ -128,6 +129,9 @@ class FrameStep(nn.Module):
         if "seg_logits" in outputs:
             class_map = segmentation_to_original(outputs["seg_logits"].float(), self.letterbox)
             result["class_map"] = class_map.to(torch.uint8)
+        if "sod_logits" in outputs:
+            result["saliency"] = saliency_to_original(outputs["sod_logits"].float(),
+                                                      self.letterbox)
         return result
 
 

@@ -49,19 +49,22 @@ class Augmentation:
 class Batch:
     """rgb (B, 3, H, W); ir (B, C, H, W) or None; targets per image (labels, boxes cxcywh
     normalised to the image region); masks (B, H, W) int64 with IGNORE, or None;
-    valid_sizes (B, 2) float32 (height, width) of each image region, at the top left."""
+    valid_sizes (B, 2) float32 (height, width) of each image region, at the top left;
+    saliency (B, H, W) int64 in {0, 1, IGNORE}, or None."""
 
     rgb: Tensor
     ir: Tensor | None
     targets: list[dict[str, Tensor]]
     masks: Tensor | None
     valid_sizes: Tensor
+    saliency: Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
         return Batch(self.rgb.to(device), None if self.ir is None else self.ir.to(device),
                      [{k: v.to(device) for k, v in t.items()} for t in self.targets],
                      None if self.masks is None else self.masks.to(device),
-                     self.valid_sizes.to(device))
+                     self.valid_sizes.to(device),
+                     None if self.saliency is None else self.saliency.to(device))
 
 
 class BatchBuilder:
@@ -81,10 +84,13 @@ class BatchBuilder:
         ir = torch.cat([item[1] for item in items]) if self.use_ir else None
         masks = torch.stack([item[3] for item in items]) if items[0][3] is not None else None
         valid_sizes = torch.tensor([item[4] for item in items], dtype=torch.float32)
-        return Batch(rgb, ir, [item[2] for item in items], masks, valid_sizes)
+        saliency = None
+        if items[0][5] is not None:
+            saliency = torch.stack([item[5] for item in items])
+        return Batch(rgb, ir, [item[2] for item in items], masks, valid_sizes, saliency)
 
     def _item(self, sample: Sample) -> tuple[Tensor, Tensor | None, dict, Tensor | None,
-                                             tuple[int, int]]:
+                                             tuple[int, int], Tensor | None]:
         letterbox = network_letterbox(sample.rgb.shape[0], sample.rgb.shape[1],
                                       self.config.input)
         with torch.no_grad():
@@ -100,14 +106,20 @@ class BatchBuilder:
             sample.boxes) else torch.zeros(0, 4)
         labels = torch.from_numpy(sample.labels).long()
         mask = _letterbox_mask(sample.mask, letterbox) if sample.mask is not None else None
+        saliency = (_letterbox_mask(sample.saliency, letterbox)
+                    if sample.saliency is not None else None)
+        # The saliency map rides with the class mask through every geometric change: one
+        # (2, H, W) stack of label maps, split again after.
+        maps = _stack_maps(mask, saliency)
         valid = letterbox.valid_size
         if self.augmentation.enabled:
-            rgb, ir, boxes, labels, mask, valid = self._augment(rgb, ir, boxes, labels, mask,
+            rgb, ir, boxes, labels, maps, valid = self._augment(rgb, ir, boxes, labels, maps,
                                                                 valid)
+        mask, saliency = _split_maps(maps, mask is not None, saliency is not None)
         height, width = valid
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         target = {"labels": labels, "boxes": box_xyxy_to_cxcywh(boxes / scale)}
-        return rgb, ir, target, mask, valid
+        return rgb, ir, target, mask, valid, saliency
 
     def _augment(self, rgb, ir, boxes, labels, mask, valid):
         """The paired augmentation; ``valid`` (height, width) of the top-left image region
@@ -180,6 +192,19 @@ class BatchBuilder:
         return (torch.zeros(()) - config.ir_mean) / config.ir_std
 
 
+def _stack_maps(mask: Tensor | None, saliency: Tensor | None) -> Tensor | None:
+    """The label maps present, stacked (n, H, W); None when there are none."""
+    present = [m for m in (mask, saliency) if m is not None]
+    return torch.stack(present) if present else None
+
+
+def _split_maps(maps: Tensor | None, has_mask: bool,
+                has_saliency: bool) -> tuple[Tensor | None, Tensor | None]:
+    """The inverse of `_stack_maps`."""
+    parts = iter(maps) if maps is not None else iter(())
+    return (next(parts) if has_mask else None), (next(parts) if has_saliency else None)
+
+
 def _window(tensor: Tensor, y0: int, x0: int, height: int, width: int, fill) -> Tensor:
     """The (height, width) window at (y0, x0) of the last two dimensions, ``fill`` beyond."""
     out = torch.full((*tensor.shape[:-2], height, width), fill, dtype=tensor.dtype)
@@ -197,17 +222,19 @@ def _flip_columns(tensor: Tensor | None, width: int) -> Tensor | None:
 
 def _crop_resize(tensor: Tensor | None, x0: float, y0: float, w: float, h: float,
                  mode: str) -> Tensor | None:
-    """Crop the window (x0, y0, w, h) of a (1, C, H, W) or (H, W) tensor, resize back."""
+    """Crop the window (x0, y0, w, h) of a (1, C, H, W) image or (n, H, W) / (H, W) label
+    maps, resize back."""
     if tensor is None:
         return None
-    image = tensor if tensor.dim() == 4 else tensor[None, None].float()
+    labels_shape = tensor.shape
+    image = tensor if tensor.dim() == 4 else tensor.reshape(1, -1, *labels_shape[-2:]).float()
     height, width = image.shape[-2:]
     theta = torch.tensor([[w / width, 0, (2 * x0 + w) / width - 1],
                           [0, h / height, (2 * y0 + h) / height - 1]], dtype=torch.float32)
     grid = F.affine_grid(theta[None], (1, image.shape[1], height, width), align_corners=False)
     if mode == "nearest":
         out = F.grid_sample(image + 1, grid, mode="nearest", align_corners=False) - 1
-        return out[0, 0].round().long().masked_fill(out[0, 0] < 0, IGNORE)
+        return out[0].round().long().masked_fill(out[0] < 0, IGNORE).reshape(labels_shape)
     return F.grid_sample(image, grid, mode="bilinear", align_corners=False)
 
 

@@ -4,7 +4,8 @@ Detection: sigmoid focal classification, L1 on normalised cxcywh and GIoU on the
 Hungarian-matched pairs of the last decoder layer, every earlier layer (suffix
 ``_{i}``) and the encoder proposals (``_enc``); the denoising queries' losses
 (``_dn`` for the last layer, ``_dn_{i}`` for earlier ones) use the pairs the DN
-construction fixes. Segmentation: pixel cross-entropy.
+construction fixes. Segmentation: pixel cross-entropy. Salient objects: BCE + IoU on each
+of the CPNet head's maps (`sod_loss`).
 """
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from torch import Tensor, nn
 from ..model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from .denoising import DenoisingQueries
 from .matcher import HungarianMatcher, Indices
+from .sod_loss import sod_loss
 
 # The reference DINO's loss weights; loss_seg is ours.
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "loss_cls": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_seg": 1.0,
+    "loss_cls": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_seg": 1.0, "loss_sod": 1.0,
 }
 # F.cross_entropy's default: no label is ignored unless one is configured.
 NO_IGNORE_INDEX = -100
@@ -61,8 +63,10 @@ class SetCriterion(nn.Module):
 
     def forward(self, outputs: dict, targets: list[dict],
                 denoising: DenoisingQueries | None = None,
-                seg_targets: Tensor | None = None) -> dict[str, Tensor]:
-        """Losses of ``outputs`` (the model's training-mode dict).
+                seg_targets: Tensor | None = None,
+                sod_targets: Tensor | None = None) -> dict[str, Tensor]:
+        """Losses of ``outputs`` (the model's training-mode dict); ``sod_targets`` (B, H, W)
+        int64 in {0, 1, 255 ignored} at the size of ``sod_logits``.
 
         ``denoising`` is the batch's ``DenoisingQueries`` (its ``positive_indices``
         are read); the DN losses need ``outputs["dn_outputs"]`` too.
@@ -75,6 +79,9 @@ class SetCriterion(nn.Module):
         if seg_targets is not None and "seg_logits" in outputs:
             losses["loss_seg"] = self.weights["loss_seg"] * self.loss_seg(
                 outputs["seg_logits"], seg_targets)
+        if sod_targets is not None and "sod_deep_logits" in outputs:
+            losses["loss_sod"] = self.weights["loss_sod"] * sod_loss(
+                outputs["sod_deep_logits"], sod_targets)
         losses["loss"] = sum(losses.values())
         return losses
 

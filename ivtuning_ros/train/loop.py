@@ -44,13 +44,14 @@ class TrainOptions:
     epochs: int = 12
     iterations: int | None = None  # when set, the length instead of ``epochs``
     batch_size: int = 2
-    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9)
+    optimizer: str = "adamw"  # "adamw" | "adam" | "sgd" (momentum 0.9)
     lr: float = 1e-4
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # after warm-up: "cosine" | "poly" (power 1)
     warmup_steps: int = 100
     grad_clip: float = 0.1
     train_backbone: bool = False
+    heads_only: bool = False  # the heads alone: IR embedding and prompter frozen too
     use_ir: bool = True
     gradient_checkpointing: bool = False
     augmentation: Augmentation = field(default_factory=Augmentation)
@@ -132,7 +133,8 @@ def _step(trained: nn.Module, core: IVTuningModel, criterion: SetCriterion, opti
         outputs = trained(batch.rgb, batch.ir, denoising=denoising,
                           valid_sizes=batch.valid_sizes)
     losses = criterion(_to_float(outputs), batch.targets, denoising=denoising,
-                       seg_targets=batch.masks if core.segmentation is not None else None)
+                       seg_targets=batch.masks if core.segmentation is not None else None,
+                       sod_targets=batch.saliency if core.sod is not None else None)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(losses["loss"]).backward()
     scaler.unscale_(optimizer)
@@ -162,6 +164,10 @@ def _criterion(config: ModelConfig) -> SetCriterion:
 def _set_trainable(model: IVTuningModel, options: TrainOptions) -> None:
     for module in model.backbone.frozen_modules():
         module.requires_grad_(options.train_backbone)
+    if options.heads_only:
+        # Eval mode too: the prompter's BatchNorm statistics must not move either.
+        model.backbone.requires_grad_(False)
+        model.backbone.eval()
     if options.gradient_checkpointing and not hasattr(model.backbone, "gradient_checkpointing"):
         raise ValueError(f"--checkpointing is implemented for IV-tuning backbones, not for "
                          f"{type(model.backbone).__name__}")
@@ -175,7 +181,9 @@ def _optimizer(parameters: list[nn.Parameter], options: TrainOptions) -> torch.o
                                weight_decay=options.weight_decay)
     if options.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay)
-    raise ValueError(f"optimizer must be adamw or sgd, got '{options.optimizer}'")
+    if options.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=options.lr, weight_decay=options.weight_decay)
+    raise ValueError(f"optimizer must be adamw, adam or sgd, got '{options.optimizer}'")
 
 
 def _lr_factor(step: int, warmup: int, total: int, schedule: str = "cosine") -> float:

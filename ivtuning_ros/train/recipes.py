@@ -3,7 +3,8 @@
 The paper (sec. IV-A) gives optimiser, learning rate, weight decay, length, batch size
 and crop size. What it leaves open is chosen here and said in README: the schedule
 (DINO's detector: warm-up then cosine; SegFormer's segmenter: warm-up then poly, as
-mmseg's SegFormer schedule), the warm-up length, SGD momentum 0.9, and the augmentation
+mmseg's SegFormer schedule; the SOD decoder: warm-up then cosine), the warm-up length, SGD
+momentum 0.9, and the augmentation
 (our paired flip / zoom / photometric changes, then the random crop).
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ class Recipe:
     the random crop (height, width) of the registered RGB-IR pair, boxes and mask following."""
 
     description: str
-    optimizer: str  # "adamw" | "sgd"
+    optimizer: str  # "adamw" | "adam" | "sgd"
     lr: float
     weight_decay: float
     batch_size: int
@@ -53,4 +54,11 @@ RECIPES: dict[str, Recipe] = {
                     "40k iterations, batch 2, 640x640 crops chosen here",
         optimizer="adamw", lr=3e-4, weight_decay=0.05, batch_size=2, crop=(640, 640),
         schedule="cosine", warmup_steps=500, iterations=40_000),
+    # Adam's weight decay is the L2 term added to the gradient (torch.optim.Adam), as the
+    # paper names Adam, not AdamW.
+    "paper-sod": Recipe(
+        description="salient object detection (CPNet): Adam lr 5e-5, weight decay 1e-1, 200 "
+                    "epochs, batch 8, 384x384 crops",
+        optimizer="adam", lr=5e-5, weight_decay=1e-1, batch_size=8, crop=(384, 384),
+        schedule="cosine", warmup_steps=300, epochs=200),
 }

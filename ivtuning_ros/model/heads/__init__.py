@@ -1,1 +1,2 @@
-"""Task heads on the backbone's four maps: DINO detection and SegFormer segmentation."""
+"""Task heads on the backbone's four maps: DINO detection, SegFormer segmentation and the
+CPNet-style salient object detection decoder."""

@@ -90,6 +90,8 @@ def output_names(step: FrameStep) -> list[str]:
         names += ["boxes", "scores", "labels", "keep"]
     if step.config.segmentation:
         names.append("class_map")
+    if step.config.sod:
+        names.append("saliency")
     return names
 
 

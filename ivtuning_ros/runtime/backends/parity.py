@@ -13,6 +13,7 @@ from .onnx_export import example_inputs
 # fp16 engines differ from fp32 in the last digits; a miscompilation differs by far more.
 MAX_SCORE_DIFF = 0.05
 MIN_SEGMENTATION_AGREEMENT = 0.98
+MAX_SALIENCY_DIFF = 8  # of 255: fp16 rounding moves a saliency by a few levels at most
 
 
 def probe_inputs(step: FrameStep, gain_in_graph: bool) -> dict[str, np.ndarray]:
@@ -27,7 +28,8 @@ def probe_inputs(step: FrameStep, gain_in_graph: bool) -> dict[str, np.ndarray]:
 
 def compare(step: FrameStep, runner: Runner, inputs: dict[str, np.ndarray]) -> dict:
     """Run ``step`` (eager, fp32) and ``runner`` on the same inputs; the largest score
-    difference where the top-k classes agree, and segmentation pixel agreement."""
+    difference where the top-k classes agree, segmentation pixel agreement and the largest
+    saliency difference (0..255)."""
     has_ir = step.layout.ir_shape is not None
     ir = torch.from_numpy(inputs["ir"]) if has_ir else None
     if has_ir and step.gain_in_graph and step.layout.ir_dtype == "uint8":
@@ -47,6 +49,9 @@ def compare(step: FrameStep, runner: Runner, inputs: dict[str, np.ndarray]) -> d
     if "class_map" in expected:
         report["segmentation_agreement"] = float(
             (expected["class_map"].numpy() == found["class_map"]).mean())
+    if "saliency" in expected:
+        report["max_saliency_diff"] = float(np.abs(
+            expected["saliency"].numpy().astype(np.int16) - found["saliency"]).max())
     return report
 
 
@@ -54,7 +59,8 @@ def check(report: dict, backend: str) -> None:
     """BackendUnavailable when a `compare` report shows a back-end computing something else."""
     bad = (report.get("max_score_diff", 0.0) > MAX_SCORE_DIFF
            or report.get("label_agreement", 1.0) < 0.5
-           or report.get("segmentation_agreement", 1.0) < MIN_SEGMENTATION_AGREEMENT)
+           or report.get("segmentation_agreement", 1.0) < MIN_SEGMENTATION_AGREEMENT
+           or report.get("max_saliency_diff", 0.0) > MAX_SALIENCY_DIFF)
     if bad:
         raise BackendUnavailable(
             f"backend '{backend}' computes something else than PyTorch on a probe frame "
