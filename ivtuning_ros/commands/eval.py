@@ -183,6 +183,9 @@ def _run_tracking_eval(args: argparse.Namespace) -> int:
           f"{100 * report['tracker_share_of_model']:.2f}% of the model's "
           f"{report['model_ms_p50']:.0f} ms; wrote {out / 'tracking_report.json'}, "
           "tracking_report.md", file=sys.stderr)
+    return 0
+
+
 def _run_sod_eval(args: argparse.Namespace) -> int:
     model, config, trained = load_model(args.config, args.checkpoint)
     if not trained:

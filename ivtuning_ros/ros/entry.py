@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from .transport import TransportChoice, choose_transport, kernel_rmem_max
@@ -27,8 +28,20 @@ class _StopRequested(BaseException):
     """SIGINT/SIGTERM: unwinds whatever the main thread runs (model loading included)."""
 
 
+# Python ignores an exception raised while it runs a finaliser or a garbage-collector
+# callback ("Exception ignored in ..."), so a signal landing there would be lost: the flag
+# keeps it, and each phase boundary and the spin loop check it.
+_signalled = threading.Event()
+
+
 def _stop_requested(signum, frame) -> None:
+    _signalled.set()
     raise _StopRequested
+
+
+def _stop_if_signalled() -> None:
+    if _signalled.is_set():
+        raise _StopRequested
 
 
 def main(args: list[str] | None = None) -> None:
@@ -54,6 +67,7 @@ def run(args: list[str] | None = None) -> int:
     problem = _params_file_problem(argv)  # before the heavy imports: a bad file fails at once
     if problem:
         return _fail(problem, 2)
+    _stop_if_signalled()
     from .dds_memory import use_dynamic_history_memory
 
     use_dynamic_history_memory()  # before the first participant: Fast DDS reads it once
@@ -80,6 +94,8 @@ def run(args: list[str] | None = None) -> int:
         boot = rclpy.create_node(BOOT_NODE, context=context)
         from .node import PerceptionNode, SettingsError
 
+        _stop_if_signalled()
+
         try:
             node = PerceptionNode(context=context)
         except (SettingsError, ParameterException) as exc:
@@ -87,12 +103,14 @@ def run(args: list[str] | None = None) -> int:
             return _fail(f"{message}; fix it in {_where_set(message, argv)}", 2)
         finally:
             boot.destroy_node()
+        _stop_if_signalled()
         _log_transport(node, transport)
         if node.settings.autostart and not _start(node):
             return 1
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         while context.ok():
+            _stop_if_signalled()
             executor.spin_once(timeout_sec=0.1)
         return 0
     finally:

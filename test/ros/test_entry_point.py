@@ -112,15 +112,18 @@ def test_a_signal_at_any_phase_exits_cleanly_within_2_s(ros_context, tmp_path, p
     # The real-time model: model building and warm-up take seconds on this CPU.
     process = NodeProcess(tmp_path, model_config="ivt_swin_t_realtime.yaml", device="cpu")
     signum = signal.SIGTERM
-    if phase == "importing":
-        time.sleep(0.3)
-    elif phase == "warming_up":
-        process.wait_for_line("no checkpoint given")  # model built; warm-up starts now
-    else:
-        process.wait_for_line("engine ready")
-        assert stream_until_detections(ros_context, process, timeout=120)
-        signum = signal.SIGINT
-    code, seconds = process.stop(signum)
+    try:
+        if phase == "importing":
+            time.sleep(0.3)
+        elif phase == "warming_up":
+            process.wait_for_line("no checkpoint given")  # model built; warm-up starts now
+        else:
+            process.wait_for_line("engine ready")
+            assert stream_until_detections(ros_context, process, timeout=120)
+            signum = signal.SIGINT
+        code, seconds = process.stop(signum)
+    finally:
+        process.kill()  # a node left running would talk to the next tests' topics
     assert code == 0, process.output
     assert seconds < 2.0, seconds
     assert_clean(process.output)
