@@ -8,11 +8,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
 from ..data import Sample
 from ..runtime import Engine
+from .contact_sheet import save_contact_sheet
 from .sod_metrics import SODEvaluator
 
 ALL = "all"
@@ -61,20 +62,7 @@ def contact_sheet(examples: list[dict], path: str | Path, tile_width: int = 200)
         tile_height = max(1, round(height * tile_width / width))
         rows.append([Image.fromarray(np.ascontiguousarray(tile, dtype=np.uint8)).resize(
             (tile_width, tile_height)) for tile in tiles])
-    header = 18
-    sheet = Image.new("RGB", (tile_width * len(SHEET_COLUMNS),
-                              header + sum(row[0].height for row in rows)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for column, name in enumerate(SHEET_COLUMNS):
-        draw.text((column * tile_width + 4, 3), name, fill="black")
-    top = header
-    for row in rows:
-        for column, tile in enumerate(row):
-            sheet.paste(tile, (column * tile_width, top))
-        top += row[0].height
-    path = Path(path)
-    sheet.save(path)
-    return path
+    return save_contact_sheet(rows, list(SHEET_COLUMNS), tile_width, path)
 
 
 def display_ir(ir: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:

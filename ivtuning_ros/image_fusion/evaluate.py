@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
+from ..evaluation.contact_sheet import save_contact_sheet
 from ..model.config import InputConfig
 from ..model.image_fusion.color import luminance, restore_color
 from ..model.image_fusion.m2pn import M2PN
@@ -92,20 +93,7 @@ def contact_sheet(examples: list[dict], path: str | Path, tile_width: int = 240)
             row.append(_to_pil(restore_color(y, rgb)[0] if name == "m2pn" else y[0]))
         height = max(1, round(row[0].height * tile_width / row[0].width))
         rows.append([tile.resize((tile_width, height)) for tile in row])
-    header = 18
-    sheet = Image.new("RGB", (tile_width * len(columns),
-                              header + sum(row[0].height for row in rows)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for column, name in enumerate(columns):
-        draw.text((column * tile_width + 4, 3), name, fill="black")
-    top = header
-    for row in rows:
-        for column, tile in enumerate(row):
-            sheet.paste(tile, (column * tile_width, top))
-        top += row[0].height
-    path = Path(path)
-    sheet.save(path)
-    return path
+    return save_contact_sheet(rows, list(columns), tile_width, path)
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
