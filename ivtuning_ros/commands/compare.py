@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,8 @@ def run_compare_command(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     begin = time.perf_counter()
     start = Path(args.start) if args.start else train_start(
-        args.visible, out / "start", args.start_steps, args.batch_size, not args.quiet)
+        args.visible, out / "start", args.start_steps, args.batch_size, args.train_scenes,
+        not args.quiet)
     start_model, start_config = check_start(start)
     report = {"start": str(start), "steps": args.steps, "modality_steps": args.modality_steps,
               "batch_size": args.batch_size, "seeds": args.seeds,
@@ -105,7 +107,7 @@ def run_compare_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_start(visible: str | Path, out: Path, steps: int, batch_size: int,
+def train_start(visible: str | Path, out: Path, steps: int, batch_size: int, scenes: int,
                 progress: bool) -> Path:
     """The common start: ``visible``'s frozen Swin, output norms and heads, the heads and
     norms re-trained on RGB without any adapter (IV-tuning's recipe, seed 0)."""
@@ -114,13 +116,8 @@ def train_start(visible: str | Path, out: Path, steps: int, batch_size: int,
                                 "checkpoint or a weights name, or --start with a start "
                                 "trained before")
     model, config = load_checkpoint_as(visible, [f"method={START}"], seed=0)
-    recipe = RECIPES[METHOD_RECIPES["ivtuning"]]
-    options = TrainOptions(iterations=steps, batch_size=batch_size, optimizer=recipe.optimizer,
-                           lr=recipe.lr, weight_decay=recipe.weight_decay,
-                           schedule=recipe.schedule, warmup_steps=max(1, steps // 10),
-                           use_ir=False, seed=0, augmentation=Augmentation(),
-                           out_dir=str(out))
-    train(model, config, _train_data(0, 400), options, torch.device("cpu"), progress=progress)
+    options = replace(method_options("ivtuning", steps, batch_size, 0, out), use_ir=False)
+    train(model, config, _train_data(0, scenes), options, torch.device("cpu"), progress=progress)
     path = out / "start.pth"
     save_checkpoint(model, config, path)
     return path

@@ -12,6 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data import Sample
+from ..ros.overlay import draw_saliency_contour
 from ..runtime import Engine
 from .contact_sheet import save_contact_sheet
 from .sod_metrics import SODEvaluator
@@ -78,7 +79,5 @@ def display_ir(ir: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
 def saliency_view(saliency: np.ndarray) -> np.ndarray:
     """The saliency map in grey with its 0.5 contour in yellow, RGB uint8."""
     view = np.repeat(saliency[..., None], 3, axis=2).copy()
-    contours, _ = cv2.findContours((saliency >= 128).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(view, contours, -1, (255, 220, 0), 1)
+    draw_saliency_contour(view, saliency)
     return view

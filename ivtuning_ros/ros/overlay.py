@@ -25,9 +25,7 @@ def draw_overlay(rgb: np.ndarray, detections: Detections | None, class_names: li
         image[labelled] = blend[labelled]
     thickness = max(1, round(min(image.shape[:2]) / 360))
     if saliency is not None:
-        contours, _ = cv2.findContours((saliency >= SALIENT_FROM).astype(np.uint8),
-                                       cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(image, contours, -1, SALIENCY_CONTOUR, thickness)
+        draw_saliency_contour(image, saliency, thickness)
     if detections is None:
         return image
     colours = palette(len(class_names) + 1)[1:]
@@ -43,3 +41,11 @@ def draw_overlay(rgb: np.ndarray, detections: Detections | None, class_names: li
             cv2.putText(image, text, (x0, max(y0 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.4 * thickness, colour, thickness, cv2.LINE_AA)
     return image
+
+
+def draw_saliency_contour(image: np.ndarray, saliency: np.ndarray, thickness: int = 1) -> None:
+    """Draw, in place on RGB ``image``, the outline of the regions where ``saliency`` (uint8
+    0..255, same size) is at least 0.5."""
+    contours, _ = cv2.findContours((saliency >= SALIENT_FROM).astype(np.uint8),
+                                   cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(image, contours, -1, SALIENCY_CONTOUR, thickness)
